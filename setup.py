@@ -1,5 +1,8 @@
 """Build script: compiles the Cython kernels in cython_src/ into i2v_stream.
 
+cython_src/i2v_stream/ mirrors the package, so that each kernel finds its own
+.pxd by its full module name (i2v_stream._sgns -> cython_src/i2v_stream/_sgns.pxd).
+
 The kernels call BLAS through scipy's Cython bindings, so scipy is both a
 build requirement (for the .pxd files) and a runtime requirement.
 """
@@ -14,13 +17,13 @@ HERE = Path(__file__).parent
 
 extensions = [
     Extension(
-        f"i2v_stream._{pyx.stem}",
+        f"i2v_stream.{pyx.stem}",
         [str(pyx.relative_to(HERE))],
-        include_dirs=[numpy.get_include(), "cython_src"],
+        include_dirs=[numpy.get_include()],
         extra_compile_args=["-O3", "-ffast-math", "-fno-finite-math-only"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    for pyx in sorted((HERE / "cython_src").glob("*.pyx"))
+    for pyx in sorted((HERE / "cython_src" / "i2v_stream").glob("*.pyx"))
 ]
 
 setup(
@@ -34,6 +37,7 @@ setup(
     package_data={"i2v_stream": ["py.typed"]},
     ext_modules=cythonize(
         extensions,
+        include_path=["cython_src"],
         language_level=3,
         compiler_directives={
             "boundscheck": False,
