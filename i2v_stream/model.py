@@ -224,6 +224,11 @@ class Interact2Vec:
         Events between rebuilds of the noise table (bounded staleness).
     scoring : {"cosine", "dot"}
         How ``recommend`` and ``similar_items`` rank items.
+    popularity_prior : float
+        ``recommend`` adds ``popularity_prior * log(count)`` of each item to its
+        score. SGNS fits u.v ~ log P(i | u) - log P_noise(i) + const, so the
+        log of the noise prior turns scores back into (log) conditional
+        probabilities; 0 ranks by the score alone.
     exact_sigmoid : bool
         Exact logistic function instead of a 1024-cell table.
     seed : int
@@ -233,7 +238,8 @@ class Interact2Vec:
     _PARAM_NAMES = (
         "dim", "negatives", "window", "alpha", "sample", "learning_rate",
         "min_learning_rate", "repeats", "l2", "epochs", "init", "init_scale",
-        "history_size", "noise_refresh", "scoring", "exact_sigmoid", "seed",
+        "history_size", "noise_refresh", "scoring", "popularity_prior", "exact_sigmoid",
+        "seed",
     )
 
     def __init__(
@@ -253,6 +259,7 @@ class Interact2Vec:
         history_size: int = 256,
         noise_refresh: int = 10_000,
         scoring: str = "cosine",
+        popularity_prior: float = 0.0,
         exact_sigmoid: bool = False,
         seed: int = 0,
     ):
@@ -283,6 +290,7 @@ class Interact2Vec:
         if scoring not in ("cosine", "dot"):
             raise ValueError(f"scoring must be 'cosine' or 'dot', got {scoring!r}")
         self.scoring = scoring
+        self.popularity_prior = _check_range("popularity_prior", popularity_prior, 0.0, 100.0)
         if not isinstance(exact_sigmoid, (bool, np.bool_)):
             raise ValueError(f"exact_sigmoid must be a bool, got {exact_sigmoid!r}")
         self.exact_sigmoid = bool(exact_sigmoid)
@@ -305,7 +313,7 @@ class Interact2Vec:
         self._item_dirty = np.zeros(0, np.uint8)
         self._noise_prob = np.zeros(0, np.float32)
         self._noise_alias = np.zeros(0, np.int32)
-        self._item_norms: np.ndarray | None = None
+        self._unit_items: np.ndarray | None = None
 
     # ------------------------------------------------------------------
     # Parameters and state
@@ -487,7 +495,7 @@ class Interact2Vec:
                 _sgns.init_rows(self._item_input_table, old_items, n_items,
                                 _mix(self.seed, 3), -user_half, user_half)
             self._item_dirty[old_items:n_items] = 1
-        self._item_norms = None
+        self._unit_items = None
 
     def _rows_for(self, users: Sequence, items: Sequence) -> tuple[np.ndarray, np.ndarray]:
         if len(users) != len(items):
@@ -574,7 +582,7 @@ class Interact2Vec:
             raise ValueError(
                 f"timestamps must have the same length as users, got {len(timestamps)} "
                 f"and {len(user_rows)}")
-        self._item_norms = None
+        self._unit_items = None
         loss_sum, pairs_sum, trained_sum = 0.0, 0, 0
         start, n_events = 0, len(user_rows)
 
@@ -653,7 +661,7 @@ class Interact2Vec:
                 bar.close()
         self._user_counts[:] = final_user_counts
         self._events_seen += n_events
-        self._item_norms = None
+        self._unit_items = None
         logger.info("fit done events=%d epochs=%d users=%d items=%d loss=%.5f",
                     n_events, epochs, self.n_users, self.n_items, loss_total)
         return self
@@ -685,15 +693,49 @@ class Interact2Vec:
     # ------------------------------------------------------------------
     # Reading
 
-    def _scores_against_items(self, vector: np.ndarray) -> np.ndarray:
+    def _normalised_items(self) -> np.ndarray:
         items = self._item_table[: self.n_items]
-        scores = items @ vector
+        if self.scoring == "dot":
+            return items
+        if self._unit_items is None or len(self._unit_items) != self.n_items:
+            norms = np.linalg.norm(items, axis=1, keepdims=True)
+            self._unit_items = items / np.maximum(norms, 1e-12)
+        return self._unit_items
+
+    def _scores_against_items(self, vectors: np.ndarray) -> np.ndarray:
+        # vectors: (dim,) or (k, dim) -> scores (n_items,) or (k, n_items)
         if self.scoring == "cosine":
-            if self._item_norms is None or len(self._item_norms) != self.n_items:
-                self._item_norms = np.linalg.norm(items, axis=1)
-            norm = float(np.linalg.norm(vector))
-            scores = scores / np.maximum(self._item_norms * norm, 1e-12)
-        return scores
+            norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors @ self._normalised_items().T
+
+    def _prior(self) -> np.ndarray | float:
+        if not self.popularity_prior:
+            return 0.0
+        counts = np.maximum(self._item_counts[: self.n_items], 1)
+        return self.popularity_prior * np.log(counts).astype(np.float32)
+
+    def score_rows(self, user_rows: np.ndarray) -> np.ndarray:
+        """Scores of every item for each user row, as ``recommend`` ranks them.
+
+        Parameters
+        ----------
+        user_rows : int array (k,)
+            Rows of known users (see :meth:`user_row`).
+
+        Returns
+        -------
+        float32 array (k, n_items), seen items not excluded.
+        """
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        if user_rows.size and (user_rows.min() < 0 or user_rows.max() >= self.n_users):
+            raise ValueError(f"user_rows must be in [0, {self.n_users})")
+        return self._scores_against_items(self._user_table[user_rows]) + self._prior()
+
+    def seen_rows(self, user_row: int) -> np.ndarray:
+        """Item rows in the user's recent history (at most ``history_size``)."""
+        seen = self._recent[user_row] if self.history_size else np.zeros(0, np.int32)
+        return seen[seen >= 0]
 
     def recommend(self, user, n: int = 10, exclude_seen: bool = True) -> list[tuple[Any, float]]:
         """Top ``n`` items for ``user`` as (item id, score), best first.
@@ -703,12 +745,8 @@ class Interact2Vec:
         """
         n = _check_range("n", n, 1, kind=int)
         row = self.user_row(user)
-        scores = self._scores_against_items(self._user_table[row])
-        exclude = None
-        if exclude_seen and self.history_size:
-            seen = self._recent[row]
-            exclude = seen[seen >= 0]
-        return self._top(scores, n, exclude)
+        scores = self.score_rows(np.array([row]))[0]
+        return self._top(scores, n, self.seen_rows(row) if exclude_seen else None)
 
     def similar_items(self, item, n: int = 10) -> list[tuple[Any, float]]:
         """Top ``n`` items most similar to ``item`` (the item itself excluded)."""
