@@ -71,7 +71,7 @@ class DataError(ValueError):
     """An interactions file, or one of its lines, cannot be read."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Interactions:
     """Aligned arrays of (user, item, timestamp) events.
 
@@ -105,6 +105,13 @@ class Interactions:
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Interactions):
+            return NotImplemented
+        return (np.array_equal(self.users, other.users)
+                and np.array_equal(self.items, other.items)
+                and np.array_equal(self.timestamps, other.timestamps, equal_nan=True))
 
     def __getitem__(self, index) -> Interactions:
         """Subset by slice, integer index array or boolean mask (a new object)."""

@@ -192,11 +192,17 @@ class RowScorer:
 
 
 def as_scorer(obj: Any, *, user_ids: Sequence | None = None,
-              item_ids: Sequence | None = None, metric: str = "cosine") -> Scorer:
-    """Return ``obj`` as a :class:`Scorer` (see the module docstring for the forms)."""
+              item_ids: Sequence | None = None, metric: str | None = None) -> Scorer:
+    """Return ``obj`` as a :class:`Scorer` (see the module docstring for the forms).
+
+    ``metric`` (``"cosine"`` or ``"dot"``) applies to the vector adapter; by
+    default it is the object's ``scoring`` attribute, else ``"cosine"``.
+    """
     if hasattr(obj, "score_users") and hasattr(obj, "item_ids"):
         return obj
     if all(hasattr(obj, a) for a in ("user_ids", "item_ids", "user_vectors", "item_vectors")):
+        if metric is None:
+            metric = getattr(obj, "scoring", "cosine")
         return VectorScorer(obj, metric=metric)
     if callable(obj):
         if user_ids is None or item_ids is None:
@@ -269,7 +275,7 @@ def evaluate_split(
     *,
     user_ids: Sequence | None = None,
     item_ids: Sequence | None = None,
-    metric: str = "cosine",
+    metric: str | None = None,
     max_cells: int = DEFAULT_MAX_CELLS,
 ) -> dict:
     """Recall@n, NDCG@n, precision@n and hit rate of a scorer on a train/test split.
@@ -395,7 +401,7 @@ def prequential(
     chunk_size: int = 1000,
     warmup_mode: str = "learn_many",
     fit_kwargs: dict | None = None,
-    metric: str = "cosine",
+    metric: str | None = None,
     sort: bool = True,
     max_cells: int = DEFAULT_MAX_CELLS,
     progress: Callable[[dict], None] | None = None,
@@ -644,11 +650,20 @@ def _checked_scores(scorer: Scorer, user_ids: np.ndarray, n_items: int) -> np.nd
 
 
 def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
-    """Columns of the k best scores per row, best first (ties: lower column first)."""
-    if k < scores.shape[1]:
+    """Columns of the k best scores per row, best first; ties go to the lower column."""
+    n_rows, n_columns = scores.shape
+    if k < n_columns:
+        # argpartition picks arbitrary members of a tie at the k-th score; keep
+        # every column above it, then the lowest columns equal to it.
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        threshold = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+        above = scores > threshold
+        tied = scores == threshold
+        room = k - above.sum(axis=1, keepdims=True)
+        chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
+        part = np.nonzero(chosen)[1].reshape(n_rows, k)
     else:
-        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+        part = np.broadcast_to(np.arange(n_columns), scores.shape).copy()
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     return np.take_along_axis(part, order, axis=1)
