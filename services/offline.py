@@ -59,6 +59,7 @@ MODEL_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("history_size", int, "recent items kept per user"),
     ("noise_refresh", int, "events between noise-table rebuilds"),
     ("scoring", str, "ranking: cosine or dot"),
+    ("popularity_prior", float, "weight of log(item count) added to recommendation scores"),
     ("exact_sigmoid", _bool, "exact logistic function instead of a table (true/false)"),
     ("seed", int, "random seed"),
 ]

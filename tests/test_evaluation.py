@@ -359,3 +359,63 @@ def test_prequential_rejects_bad_arguments():
 def test_prequential_on_empty_stream():
     result = prequential(OnlinePopular(), events(np.zeros(0, np.int64), np.zeros(0, np.int64)))
     assert result["events"] == 0 and result["hit_rate"] is None and result["curve"] == []
+
+
+# ---------------------------------------------------------------------------
+# With the Interact2Vec model
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return make_interactions(n_users=300, n_items=200, n_groups=5, seed=0)
+
+
+def test_model_split_beats_popularity_on_planted_data(planted):
+    model_module = pytest.importorskip("i2v_stream.model")
+    train, test = temporal_split(planted.interactions, 0.2)
+    model = model_module.Interact2Vec(dim=32, epochs=50, seed=0).fit(train.users, train.items)
+    result = evaluate_split(model, train, test, n=10)
+    popular = evaluate_split(MostPopular().fit(train.users, train.items), train, test, n=10)
+    assert result["unknown_users"] == 0
+    assert result["ndcg"] > popular["ndcg"]
+    json.dumps(result, allow_nan=False)
+
+
+def test_model_split_scores_agree_with_recommend(planted):
+    model_module = pytest.importorskip("i2v_stream.model")
+    data = planted.interactions
+    model = model_module.Interact2Vec(dim=16, epochs=5, seed=1).fit(data.users, data.items)
+    user = model.user_ids[0]
+    scores = as_scorer(model).score_users([user])[0]
+    top = np.argsort(-scores, kind="stable")[:5]
+    expected = [item for item, _ in model.recommend(user, n=5, exclude_seen=False)]
+    assert [model.item_ids[c] for c in top] == expected
+
+
+def test_model_prequential_is_deterministic_and_block_independent(planted):
+    model_module = pytest.importorskip("i2v_stream.model")
+    data = planted.interactions
+
+    def run(max_cells):
+        model = model_module.Interact2Vec(dim=16, seed=3, repeats=2)
+        result = prequential(model, data, n=10, chunk_size=500, max_cells=max_cells)
+        for key in ("learn_seconds", "score_seconds"):
+            result.pop(key)
+        return result
+
+    first = run(1 << 22)
+    assert first == run(1 << 22)
+    assert first == run(1000)
+    assert first["events"] == len(data) - first["warmup_events"]
+    assert 0 <= first["hit_rate"] <= 1 and len(first["curve"]) == math.ceil(
+        first["events"] / 500)
+    json.dumps(first, allow_nan=False)
+
+
+def test_model_prequential_with_fit_warmup(planted):
+    model_module = pytest.importorskip("i2v_stream.model")
+    model = model_module.Interact2Vec(dim=16, seed=0)
+    result = prequential(model, planted.interactions, n=10, warmup_mode="fit",
+                         fit_kwargs={"epochs": 10}, chunk_size=1000)
+    assert result["warmup_mode"] == "fit"
+    assert result["hit_rate"] > 0
