@@ -142,11 +142,15 @@ class IdIndex:
                 out[position] = row
         except ValueError:
             # A bad id anywhere in the batch adds none of the batch's new ids.
-            for key in ids[known:]:
-                del rows[key]
-            del ids[known:]
+            self.truncate(known)
             raise
         return out
+
+    def truncate(self, n: int) -> None:
+        """Forget every id added after the first ``n``."""
+        for key in self.ids[n:]:
+            del self.rows[key]
+        del self.ids[n:]
 
 
 def normalize_id(key):
@@ -201,6 +205,8 @@ class Interact2Vec:
         values favour rare items.
     sample : float
         Subsampling threshold of frequent items (word2vec's formula); 0 = off.
+        Off by default: in catalogues of thousands of items every item is
+        "frequent" at 1e-3 and subsampling throws most events away.
     learning_rate : float
         SGD step. ``learn_many`` uses it as is; ``fit`` decays it linearly to
         ``min_learning_rate`` over all its epochs.
@@ -248,7 +254,7 @@ class Interact2Vec:
         negatives: int = 5,
         window: int = 0,
         alpha: float = 0.75,
-        sample: float = 1e-3,
+        sample: float = 0.0,
         learning_rate: float = 0.025,
         min_learning_rate: float = 1e-4,
         repeats: int = 1,
@@ -258,8 +264,8 @@ class Interact2Vec:
         init_scale: float = 0.05,
         history_size: int = 256,
         noise_refresh: int = 10_000,
-        scoring: str = "cosine",
-        popularity_prior: float = 0.0,
+        scoring: str = "dot",
+        popularity_prior: float = 1.0,
         exact_sigmoid: bool = False,
         seed: int = 0,
     ):
@@ -504,7 +510,11 @@ class Interact2Vec:
                 f"{len(items)}")
         old_users, old_items = self.n_users, self.n_items
         user_rows = self._users.rows_for(_as_id_list(users))
-        item_rows = self._items.rows_for(_as_id_list(items))
+        try:
+            item_rows = self._items.rows_for(_as_id_list(items))
+        except ValueError:
+            self._users.truncate(old_users)
+            raise
         self._grow(self.n_users, self.n_items)
         self._initialise_rows(old_users, old_items)
         return user_rows, item_rows
@@ -731,6 +741,20 @@ class Interact2Vec:
         if user_rows.size and (user_rows.min() < 0 or user_rows.max() >= self.n_users):
             raise ValueError(f"user_rows must be in [0, {self.n_users})")
         return self._scores_against_items(self._user_table[user_rows]) + self._prior()
+
+    def score_users(self, user_ids: Sequence) -> np.ndarray:
+        """Scores of every item (columns in ``item_ids`` order) for each user.
+
+        A row of NaN stands for a user the model does not know; nothing is
+        created. This is the scorer interface of ``i2v_stream.evaluation``.
+        """
+        rows = np.fromiter((-1 if (r := self._users.get(u)) is None else r for u in user_ids),
+                           dtype=np.int64, count=len(user_ids))
+        known = rows >= 0
+        scores = np.full((len(rows), self.n_items), np.nan, dtype=np.float32)
+        if known.any():
+            scores[known] = self.score_rows(rows[known])
+        return scores
 
     def seen_rows(self, user_row: int) -> np.ndarray:
         """Item rows in the user's recent history (at most ``history_size``)."""
