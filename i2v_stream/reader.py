@@ -23,20 +23,23 @@ visible yet.
 
 Scoring
 -------
-The item matrix and the item ids stay in memory, so a top-N query is one
-BLAS matrix-vector product and one ``argpartition``. For cosine scoring the
-matrix holds the item vectors already divided by their norms (zero rows stay
-zero and score 0), so a query needs no pass over the norms; scores agree
-with ``Interact2Vec`` to float32 rounding (about 1e-7), not bit for bit.
+The item matrix, the item ids and the popularity prior stay in memory, so a
+top-N query is one BLAS matrix-vector product and one ``argpartition``. For
+cosine scoring the matrix holds the item vectors already divided by their
+norms (zero rows stay zero and score 0), so a query needs no pass over the
+norms; scores agree with ``Interact2Vec`` to float32 rounding (matrix-vector
+and matrix-matrix products round differently), not bit for bit.
 Users are read from the store per query (one point lookup), so memory does
 not grow with the number of users. On catch-up only the item rows that the
 new commits changed are re-read, found in the store's change log; a reader
 that fell behind further than the log reaches (or a store that was restored
 to an older commit) reloads every item row. Ranking follows
-``Interact2Vec.recommend`` and ``similar_items``: cosine (or dot, as the
-model's ``scoring`` parameter says) against the item (context) vectors, ties
-by item row; ``exclude_seen`` drops the items of the user's stored
-recent-items ring.
+``Interact2Vec.recommend`` and ``similar_items``: dot product or cosine (the
+stored ``scoring`` parameter) against the item (context) vectors, plus
+``popularity_prior * log(count)`` of each item in ``recommend`` (not in
+``similar_items``), ties by item row; ``exclude_seen`` drops the items of the
+user's stored recent-items ring. Item counts, hence the prior, are refreshed
+with the rows on catch-up.
 
 Thread safety: every public method takes one lock, so the reader can be
 shared by the threads of an HTTP server (queries run one at a time; BLAS
@@ -91,6 +94,9 @@ class StoreReader:
         self._n_items = 0
         self._commit_seq = -1
         self._cosine = True
+        # popularity_prior * log(max(count, 1)) per item row, added by recommend
+        self._prior: np.ndarray | None = None
+        self._popularity_prior = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         with self._lock:
@@ -147,7 +153,10 @@ class StoreReader:
             self._item_ids.extend(self._view.read_item_ids_from(old_n, n_items))
             rows = np.union1d(changed, np.arange(old_n, n_items)).astype(np.int64)
             if len(rows):
-                self._items[rows] = self._scoring_rows(self._view.read_item_rows(rows)["vector"])
+                records = self._view.read_item_rows(rows)
+                self._items[rows] = self._scoring_rows(records["vector"])
+                if self._prior is not None:
+                    self._prior[rows] = self._prior_of(records["count"])
             self._n_items, self._commit_seq = n_items, new_seq
             logger.debug("reader caught up path=%s seq=%d changed_items=%d n_items=%d",
                          self.path, new_seq, len(rows), n_items)
@@ -169,10 +178,19 @@ class StoreReader:
             self._items = np.zeros((0, 0), dtype=np.float32)
             self._item_ids, self._n_items = [], 0
             return
-        self._cosine = view.metadata().get("params", {}).get("scoring", "cosine") == "cosine"
-        self._items = self._scoring_rows(view.read_items()["vector"])
+        params = view.metadata().get("params", {})
+        self._cosine = params.get("scoring", "dot") == "cosine"
+        # a store written before the prior existed has no such parameter: no prior
+        self._popularity_prior = float(params.get("popularity_prior", 0.0))
+        records = view.read_items()
+        self._items = self._scoring_rows(records["vector"])
+        self._prior = self._prior_of(records["count"]) if self._popularity_prior else None
         self._item_ids = view.read_item_ids()
         self._n_items = len(self._item_ids)
+
+    def _prior_of(self, counts: np.ndarray) -> np.ndarray:
+        counts = np.maximum(np.asarray(counts, dtype=np.int64), 1)
+        return self._popularity_prior * np.log(counts).astype(np.float32)
 
     def _scoring_rows(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.array(vectors, dtype=np.float32, order="C")
@@ -189,6 +207,10 @@ class StoreReader:
         items = np.zeros((capacity, self._items.shape[1]), dtype=np.float32)
         items[:self._n_items] = self._items[:self._n_items]
         self._items = items
+        if self._prior is not None:
+            prior = np.zeros(capacity, dtype=np.float32)
+            prior[:self._n_items] = self._prior[:self._n_items]
+            self._prior = prior
 
     # ------------------------------------------------------------ lookups
 
@@ -240,14 +262,14 @@ class StoreReader:
 
     # ------------------------------------------------------------ scoring
 
-    def _scores(self, vector: np.ndarray) -> np.ndarray:
-        # with unit rows, dividing by the query's norm would not change the ranking
-        # but is kept so that the scores are cosines
-        scores = self._items[:self._n_items] @ vector
+    def _scores(self, vectors: np.ndarray, prior: bool) -> np.ndarray:
+        # vectors (dim,) or (k, dim) -> (n_items,) or (k, n_items), as Interact2Vec scores
         if self._cosine:
-            norm = float(np.linalg.norm(vector))
-            if norm > 0:
-                scores /= norm
+            norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        scores = vectors @ self._items[:self._n_items].T
+        if prior and self._prior is not None:
+            scores += self._prior[:self._n_items]
         return scores
 
     def _top(self, scores: np.ndarray, n: int, exclude) -> list[tuple[Any, float]]:
@@ -286,7 +308,7 @@ class StoreReader:
         with self._lock:
             self._maybe_catch_up()
             record = self._user(user)
-            scores = self._scores(np.asarray(record["vector"], dtype=np.float32))
+            scores = self._scores(np.asarray(record["vector"], dtype=np.float32), prior=True)
             return self._top(scores, n, self._seen_rows(record) if exclude_seen else None)
 
     def similar_items(self, item: Any, n: int = 10) -> list[tuple[Any, float]]:
@@ -295,7 +317,8 @@ class StoreReader:
         with self._lock:
             self._maybe_catch_up()
             row = self._item_row(item)
-            scores = self._scores(self._items[row].copy())
+            vector = self._view.read_item_rows([row])["vector"][0]
+            scores = self._scores(np.asarray(vector, dtype=np.float32), prior=False)
             return self._top(scores, n, np.array([row]))
 
     def recommend_many(self, users: Sequence[Any], n: int = 10, exclude_seen: bool = True,
@@ -315,15 +338,11 @@ class StoreReader:
                     known.append((position, self._user(user)))
                 except UnknownIdError:
                     continue
-            items = self._items[:self._n_items]
             for start in range(0, len(known), chunk_size):
                 chunk = known[start:start + chunk_size]
                 vectors = np.stack([np.asarray(r["vector"], dtype=np.float32)
                                     for _, r in chunk])
-                if self._cosine:
-                    norms = np.linalg.norm(vectors, axis=1)
-                    np.divide(vectors, norms[:, None], out=vectors, where=norms[:, None] > 0)
-                scores = vectors @ items.T
+                scores = self._scores(vectors, prior=True)
                 for k, (position, record) in enumerate(chunk):
                     exclude = self._seen_rows(record) if exclude_seen else None
                     out[position] = self._top(scores[k], n, exclude)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -47,8 +48,14 @@ def live(tmp_path):
     store.close()
 
 
-def test_answers_match_the_model(live):
-    model, _, reader = live
+@pytest.mark.parametrize("scoring,prior", [("dot", 1.0), ("cosine", 0.0), ("cosine", 0.5)])
+def test_answers_match_the_model(tmp_path, scoring, prior):
+    model = new_model(scoring=scoring, popularity_prior=prior)
+    with Store.open(tmp_path / "s") as store:
+        for seed in range(2):
+            model.learn_many(*make_events(300, seed=seed))
+            store.commit(model, {})
+    reader = StoreReader(tmp_path / "s", catch_up_interval=None)
     for user in ["u1", "u7", "u30"]:
         assert_same_answer(reader.recommend(user, n=10), model.recommend(user, n=10))
         assert_same_answer(reader.recommend(user, n=5, exclude_seen=False),
@@ -59,6 +66,7 @@ def test_answers_match_the_model(live):
         assert_same_answer(reader.similar_items(item, n=7), model.similar_items(item, n=7))
         np.testing.assert_array_equal(reader.item_vector(item),
                                       model.item_vectors[model.item_row(item)])
+    reader.close()
 
 
 def test_recommend_many_matches_recommend(live):
@@ -195,3 +203,19 @@ def test_top10_throughput_over_100k_items(tmp_path):
     # the target is >= 1000/s on an idle core; the floor here only catches regressions
     # by an order of magnitude, since the test machine is shared
     assert single >= 100 and batched >= 100
+
+
+def test_query_command_prints_json(live, tmp_path, capsys):
+    from services.cli import main
+
+    model, _, _ = live
+    store = str(tmp_path / "s")
+    assert main(["query", "recommend", "u1", "--store", store, "--n", "3"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert [x["item"] for x in answer["items"]] == [i for i, _ in model.recommend("u1", n=3)]
+    assert main(["query", "similar", "5", "--store", store, "--n", "2"]) == 0   # int id 5
+    assert json.loads(capsys.readouterr().out)["item"] == 5
+    assert main(["query", "embedding", "u2", "--store", store]) == 0
+    assert len(json.loads(capsys.readouterr().out)["vector"]) == 16
+    assert main(["query", "recommend", "nobody", "--store", store]) == 1
+    assert json.loads(capsys.readouterr().out)["error"] == "unknown user"

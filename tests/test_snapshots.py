@@ -150,3 +150,26 @@ def test_cli_create_when_no_daemon_runs_uses_a_checkpoint(tmp_path):
         train(store, model, 1)
     snap = SnapshotManager(tmp_path / "store").create()
     assert snap.method == "checkpoint" and snap.events_seen == 50
+
+
+def test_snapshot_command(tmp_path, capsys):
+    import json
+
+    from services.cli import main
+
+    model = new_model()
+    with Store.open(tmp_path / "store") as store:
+        train(store, model, 2)
+    store_arg = ["--store", str(tmp_path / "store")]
+    assert main(["snapshot", "create", *store_arg, "--keep", "1"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["events_seen"] == 100 and created["offsets"] == {"t:0": 100}
+    assert main(["snapshot", "list", *store_arg]) == 0
+    [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert listed["name"] == created["name"] and "age_seconds" in listed
+    assert main(["snapshot", "restore", "latest", *store_arg]) == 2     # live store, no --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["snapshot", "restore", created["name"], *store_arg,
+                 "--target", str(tmp_path / "copy")]) == 0
+    with StoreView.open_read_only(tmp_path / "copy") as view:
+        assert view.offsets() == {("t", 0): 100}

@@ -353,3 +353,38 @@ def test_bulk_load_is_fast(tmp_path):
         elapsed = time.perf_counter() - started
     np.testing.assert_array_equal(state.user_vectors, model.U)
     assert elapsed < 5.0
+
+
+@pytest.mark.parametrize("params", [
+    dict(window=0, history_size=8),
+    dict(window=2, history_size=4),
+    dict(window=0, history_size=0),
+])
+def test_real_model_resumes_bit_for_bit_from_the_store(tmp_path, params):
+    from i2v_stream.model import Interact2Vec
+
+    def chunk(seed):
+        rng = np.random.default_rng(seed)
+        return ([f"u{x}" for x in rng.integers(0, 30, 120)],
+                [int(x) for x in rng.integers(0, 40, 120)])
+
+    config = dict(dim=12, negatives=3, seed=5, noise_refresh=50, **params)
+    uninterrupted = Interact2Vec(**config)
+    for seed in range(4):
+        uninterrupted.learn_many(*chunk(seed))
+
+    model = Interact2Vec(**config)
+    with Store.open(tmp_path / "s", params=model.get_params()) as store:
+        for seed in range(2):
+            model.learn_many(*chunk(seed))
+            store.commit(model, {("t", 0): 120 * (seed + 1)})
+    with Store.open(tmp_path / "s", params=config) as store:   # a restart
+        resumed = store.load_model()
+        assert resumed.get_params() == model.get_params()
+        assert store.offsets() == {("t", 0): 240}
+        for seed in range(2, 4):
+            resumed.learn_many(*chunk(seed))
+            store.commit(resumed, {("t", 0): 120 * (seed + 1)})
+    assert_states_equal(uninterrupted.state(), resumed.state())
+    with StoreView.open_read_only(tmp_path / "s") as view:
+        assert_states_equal(uninterrupted.state(), view.load_state())
