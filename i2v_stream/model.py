@@ -742,18 +742,24 @@ class Interact2Vec:
             raise ValueError(f"user_rows must be in [0, {self.n_users})")
         return self._scores_against_items(self._user_table[user_rows]) + self._prior()
 
-    def score_users(self, user_ids: Sequence) -> np.ndarray:
+    def score_users(self, user_ids: Sequence, fallback: str = "popularity") -> np.ndarray:
         """Scores of every item (columns in ``item_ids`` order) for each user.
 
-        A row of NaN stands for a user the model does not know; nothing is
-        created. This is the scorer interface of ``i2v_stream.evaluation``.
+        This is the scorer interface of ``i2v_stream.evaluation``. A user the
+        model does not know gets, with ``fallback="popularity"``, the log of
+        each item's count (the cold-start answer a live service would give),
+        with ``fallback="none"`` a row of NaN. Nothing is created either way.
         """
+        if fallback not in ("popularity", "none"):
+            raise ValueError(f"fallback must be 'popularity' or 'none', got {fallback!r}")
         rows = np.fromiter((-1 if (r := self._users.get(u)) is None else r for u in user_ids),
                            dtype=np.int64, count=len(user_ids))
         known = rows >= 0
         scores = np.full((len(rows), self.n_items), np.nan, dtype=np.float32)
         if known.any():
             scores[known] = self.score_rows(rows[known])
+        if fallback == "popularity" and not known.all():
+            scores[~known] = np.log(np.maximum(self._item_counts[: self.n_items], 1))
         return scores
 
     def seen_rows(self, user_row: int) -> np.ndarray:

@@ -149,7 +149,8 @@ def test_reads_never_create_rows():
         model.recommend("nobody")
     with pytest.raises(KeyError):
         model.similar_items("nothing")
-    assert np.isnan(model.score_users(["nobody"])).all()
+    assert np.isnan(model.score_users(["nobody"], fallback="none")).all()
+    assert np.isfinite(model.score_users(["nobody"])).all()  # popularity fallback
     after = model.state()
     assert after.user_ids == before.user_ids and after.item_ids == before.item_ids
     assert model.take_dirty()[0].tolist() == [0]  # only the learned row
