@@ -31,7 +31,9 @@ column whose fast cast failed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import gzip
 import io
 import json
@@ -65,6 +67,7 @@ ITEM_FIELDS = ("item", "item_id", "itemid", "movie", "movie_id", "movieid", "iid
 TIME_FIELDS = ("ts", "timestamp", "time", "unix_time", "datetime")
 
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class DataError(ValueError):
@@ -155,6 +158,19 @@ def _as_id_array(values, name: str) -> np.ndarray:
 # Public readers
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    # Parsing allocates one small container per field; the cyclic collector
+    # would otherwise rescan the growing lists many times for no garbage.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read_interactions(
     path: str | Path,
     format: str = "auto",
@@ -229,6 +245,7 @@ def resolve_format(path: str | Path, format: str = "auto") -> str:
     return "csv"
 
 
+@_gc_paused()
 def read_movielens(path: str | Path, *, on_error: str = "raise") -> Interactions:
     """Read the MovieLens ratings layout: ``user item rating unix_time`` per line.
 
@@ -246,19 +263,27 @@ def read_movielens(path: str | Path, *, on_error: str = "raise") -> Interactions
             break
 
     collected = _Collector(path, on_error)
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        parts = line.split(separator)
-        if len(parts) != 4:
-            collected.bad(line_no, "columns",
-                          f"expected 4 {separator!r}-separated fields "
-                          f"(user item rating timestamp), found {len(parts)}")
-            continue
-        collected.add(line_no, parts[0], parts[1], parts[3])
+    numbers = [n for n, line in enumerate(lines, start=1) if line.strip()]
+    kept = [lines[n - 1] for n in numbers]
+    if separator == "\t":
+        parts = list(csv.reader(kept, delimiter="\t", quoting=csv.QUOTE_NONE))
+    else:
+        parts = [line.split(separator) for line in kept]
+    if any(len(p) != 4 for p in parts):
+        for line_no, fields in zip(numbers, parts):
+            if len(fields) != 4:
+                collected.bad(line_no, "columns",
+                              f"expected 4 {separator!r}-separated fields "
+                              f"(user item rating timestamp), found {len(fields)}")
+        keep = [k for k, p in enumerate(parts) if len(p) == 4]
+        numbers = [numbers[k] for k in keep]
+        parts = [parts[k] for k in keep]
+    collected.extend(numbers, [p[0] for p in parts], [p[1] for p in parts],
+                     [p[3] for p in parts])
     return collected.finish()
 
 
+@_gc_paused()
 def read_csv(
     path: str | Path,
     *,
@@ -321,18 +346,27 @@ def read_csv(
     rows = list(rows)
     numbers = [n for n, _ in rows]
     needed = 1 + max(user_col, item_col)
-    parsed = csv.reader([line for _, line in rows], delimiter=delimiter)
-    for line_no, row in zip(numbers, parsed):
-        if len(row) <= max(user_col, item_col):
-            collected.bad(line_no, "columns",
-                          f"expected at least {needed} fields, found {len(row)}")
-            continue
+    parsed = list(csv.reader([line for _, line in rows], delimiter=delimiter))
+    min_fields = max(user_col, item_col) + 1
+    keep = [k for k, row in enumerate(parsed) if len(row) >= min_fields]
+    if len(keep) < len(parsed):
+        for line_no, row in zip(numbers, parsed):
+            if len(row) < min_fields:
+                collected.bad(line_no, "columns",
+                              f"expected at least {needed} fields, found {len(row)}")
+        parsed = [parsed[k] for k in keep]
+        numbers = [numbers[k] for k in keep]
+    if time_col is None:
+        times = [""] * len(parsed)
+    else:
         # A row may leave out a trailing timestamp: the event has none.
-        has_time = time_col is not None and time_col < len(row)
-        collected.add(line_no, row[user_col], row[item_col], row[time_col] if has_time else "")
+        times = [row[time_col] if len(row) > time_col else "" for row in parsed]
+    collected.extend(numbers, [row[user_col] for row in parsed],
+                     [row[item_col] for row in parsed], times)
     return collected.finish()
 
 
+@_gc_paused()
 def read_jsonl(
     path: str | Path,
     *,
@@ -409,6 +443,14 @@ class _Collector:
         self.items.append(item.strip() if isinstance(item, str) else item)
         self.times.append(ts.strip() if isinstance(ts, str) else ts)
 
+    def extend(self, line_numbers: list[int], users: list[str], items: list[str],
+               times: list[str]) -> None:
+        """Add whole columns of raw text fields (stripped here)."""
+        self.line_numbers.extend(line_numbers)
+        self.users.extend([u.strip() for u in users])
+        self.items.extend([i.strip() for i in items])
+        self.times.extend([t.strip() for t in times])
+
     def bad(self, line_no: int, kind: str, message: str) -> None:
         self.errors.append((line_no, kind, message))
 
@@ -468,24 +510,30 @@ def _ids_from_values(values: list, rows: np.ndarray) -> np.ndarray:
         selected = [values[i] for i in rows]
     if not selected:
         return np.zeros(0, dtype=np.int64)
-    kinds = {type(v) for v in selected}
+    distinct = set(selected)
+    kinds = {type(v) for v in distinct}
     if kinds == {int}:
-        try:
-            return np.asarray(selected, dtype=np.int64)
-        except OverflowError:
-            return np.asarray([str(v) for v in selected], dtype=object)
-    if int in kinds:
-        selected = [v if isinstance(v, str) else str(v) for v in selected]
-    text = np.asarray(selected, dtype=str)
-    try:
-        numbers = text.astype(np.int64)
-    except (ValueError, OverflowError):
-        return text.astype(object)
-    # The cast also accepts forms such as "+5" or "05"; only canonical
-    # integers become ints so that distinct ids never merge.
-    if np.array_equal(numbers.astype(str), text):
-        return numbers
-    return text.astype(object)
+        if min(distinct) >= _INT64_MIN and max(distinct) <= _INT64_MAX:
+            return np.array(selected, dtype=np.int64)
+        return np.array([str(v) for v in selected], dtype=object)
+    # Decide on the distinct values only: every one must be a canonical
+    # integer ("5", not "05" or "+5") so that distinct ids never merge.
+    numbers = {}
+    for value in distinct:
+        if isinstance(value, int):
+            number = value
+        elif _CANONICAL_INT.match(value):
+            number = int(value)
+        else:
+            numbers = None
+            break
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            numbers = None
+            break
+        numbers[value] = number
+    if numbers is None:
+        return np.array([v if isinstance(v, str) else str(v) for v in selected], dtype=object)
+    return np.fromiter(map(numbers.__getitem__, selected), dtype=np.int64, count=len(selected))
 
 
 def _parse_timestamps(values: list) -> tuple[np.ndarray, np.ndarray]:
@@ -495,10 +543,10 @@ def _parse_timestamps(values: list) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0), np.zeros(0, dtype=bool)
     kinds = {type(v) for v in values}
     if kinds <= {str}:
-        text = np.asarray(values, dtype=str)
-        absent = text == ""
+        absent = np.fromiter((v == "" for v in values), dtype=bool, count=n)
         try:
-            result = np.where(absent, "nan", text).astype(np.float64)
+            result = np.array(["nan" if a else v for a, v in zip(absent, values)]
+                              if absent.any() else values, dtype=np.float64)
         except ValueError:
             pass
         else:

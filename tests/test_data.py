@@ -200,7 +200,8 @@ def test_jsonl_string_digits_and_ints_normalise_alike(tmp_path):
 
 
 def test_jsonl_unicode_line_separator_inside_a_string(tmp_path):
-    path = write(tmp_path / "e.jsonl", '{"user": "a\u2028b", "item": 1}\n{"user": "c", "item": 2}\n')
+    path = write(tmp_path / "e.jsonl",
+                 '{"user": "a\u2028b", "item": 1}\n{"user": "c", "item": 2}\n')
     data = read_jsonl(path)
     assert data.users.tolist() == ["a\u2028b", "c"]
 
