@@ -59,9 +59,13 @@ Prequential metrics (:func:`prequential`)
     credit. An event whose user or item the scorer does not know is a miss
     (counted in ``cold_user_events`` / ``cold_item_events``); an event that
     repeats a (user, item) pair already met is not scored (``repeat_events``).
-    ``hit_rate`` is the share of scored events with rank <= ``n``, ``mrr`` the
-    mean of ``1 / rank`` (not truncated at ``n``); the ``*_warm`` variants leave
-    the cold events out. Excluding a user's history costs, per event, the
+    Whether a user is unknown is the scorer's answer (a NaN row), so a scorer
+    with a cold-start fallback scores new users; ``new_user_events`` counts,
+    whatever the scorer does, the events of users with no event learned before
+    their chunk. ``hit_rate`` is the share of scored events with rank <= ``n``,
+    ``mrr`` the mean of ``1 / rank`` (not truncated at ``n``); the ``*_warm``
+    variants keep only the events of users with learned events, scored
+    against a known item (neither cold nor new). Excluding a user's history costs, per event, the
     length of that history, so the run is quadratic in the longest history.
 """
 
@@ -439,7 +443,7 @@ def prequential(
     dict
         ``protocol, n, warmup, warmup_mode, warmup_events, chunk_size,
         events, hit_rate, mrr, warm_events, hit_rate_warm, mrr_warm,
-        cold_user_events, cold_item_events, cold_events, repeat_events,
+        cold_user_events, cold_item_events, cold_events, new_user_events, repeat_events,
         learn_seconds, score_seconds, curve`` where ``curve`` holds one dict per
         chunk: ``chunk, events_end, time_end, events, hit_rate, mrr,
         cold_events, cumulative_hit_rate, cumulative_mrr``.
@@ -472,6 +476,7 @@ def prequential(
     position[by_user] = np.arange(n_events) - user_starts[user_codes[by_user]]
     pair_codes = user_codes.astype(np.int64) * len(uniq_items) + item_codes
     _, first_of_pair = np.unique(pair_codes, return_index=True)
+    first_of_user = by_user[user_starts] if n_events else np.zeros(0, dtype=np.int64)
     is_repeat = np.ones(n_events, dtype=bool)
     is_repeat[first_of_pair] = False
 
@@ -489,12 +494,14 @@ def prequential(
 
     ranks = np.full(n_events, np.inf)
     cold_user = np.zeros(n_events, dtype=bool)
+    new_user = np.zeros(n_events, dtype=bool)
     cold_item = np.zeros(n_events, dtype=bool)
     columns = _ColumnMap(uniq_items)
     score_seconds = 0.0
     curve = []
     for chunk, lo in enumerate(range(n_warmup, n_events, chunk_size)):
         hi = min(lo + chunk_size, n_events)
+        new_user[lo:hi] = first_of_user[user_codes[lo:hi]] >= lo
 
         # Score every event of the chunk against the state before it.
         clock = time.perf_counter()
@@ -525,6 +532,7 @@ def prequential(
     scored = ~is_repeat[n_warmup:]
     r = ranks[n_warmup:][scored]
     cold = (cold_user | cold_item)[n_warmup:][scored]
+    warm = ~cold & ~new_user[n_warmup:][scored]
     result = {
         "protocol": "prequential",
         "n": n,
@@ -535,12 +543,13 @@ def prequential(
         "events": int(scored.sum()),
         "hit_rate": _mean(r <= n),
         "mrr": _mean(1.0 / r),
-        "warm_events": int((~cold).sum()),
-        "hit_rate_warm": _mean(r[~cold] <= n),
-        "mrr_warm": _mean(1.0 / r[~cold]),
+        "warm_events": int(warm.sum()),
+        "hit_rate_warm": _mean(r[warm] <= n),
+        "mrr_warm": _mean(1.0 / r[warm]),
         "cold_user_events": int(cold_user[n_warmup:][scored].sum()),
         "cold_item_events": int(cold_item[n_warmup:][scored].sum()),
         "cold_events": int(cold.sum()),
+        "new_user_events": int(new_user[n_warmup:][scored].sum()),
         "repeat_events": int(is_repeat[n_warmup:].sum()),
         "learn_seconds": learn_seconds,
         "score_seconds": score_seconds,

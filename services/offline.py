@@ -170,6 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="prequential: events scored with one state, then learned")
     parser.add_argument("--baseline", choices=BASELINES, default=None,
                         help="evaluate a baseline instead of Interact2Vec")
+    parser.add_argument("--unknown-users", default="popularity", choices=("popularity", "miss"),
+                        help="users unknown when scored get item popularity (the live "
+                             "service's fallback; default) or count as misses")
     parser.add_argument("--json", action="store_true",
                         help="print the results as one JSON document")
     parser.add_argument("--output", metavar="FILE", default=None,
@@ -315,7 +318,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             if args.baseline is None else {},
         )
     if args.baseline is None:
-        report["params"] = _fresh(args, params).get_params()
+        report["params"] = _new_model(params).get_params()
+    report["unknown_users"] = args.unknown_users
 
     text = json.dumps(report, indent=2)
     if args.output:
@@ -335,22 +339,40 @@ def model_params_given(args: argparse.Namespace) -> bool:
                ) or bool(getattr(args, "model_extra", []))
 
 
+class _UnknownUsersMiss:
+    """A model whose ``score_users`` answers unknown (NaN) instead of falling back."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def score_users(self, user_ids):
+        return self.model.score_users(user_ids, fallback="none")
+
+
 def _fresh(args: argparse.Namespace, params: dict):
+    fallback = getattr(args, "unknown_users", "popularity") == "popularity"
     if args.baseline == "popular":
         from i2v_stream.baselines import OnlinePopular
 
-        return OnlinePopular()
-    return _new_model(params)
+        return OnlinePopular(score_unknown_users=fallback)
+    model = _new_model(params)
+    return model if fallback else _UnknownUsersMiss(model)
 
 
 def _trained(args: argparse.Namespace, params: dict, train):
+    fallback = getattr(args, "unknown_users", "popularity") == "popularity"
     if args.baseline == "popular":
         from i2v_stream.baselines import MostPopular
 
-        return MostPopular().fit(train.users, train.items, train.timestamps)
+        return MostPopular(score_unknown_users=fallback).fit(train.users, train.items,
+                                                             train.timestamps)
     model = _new_model(params)
     ordered = train.sort_by_time()
-    return model.fit(ordered.users, ordered.items, ordered.timestamps, workers=args.workers)
+    model.fit(ordered.users, ordered.items, ordered.timestamps, workers=args.workers)
+    return model if fallback else _UnknownUsersMiss(model)
 
 
 def _summary(report: dict) -> str:
@@ -369,7 +391,8 @@ def _summary(report: dict) -> str:
             f"prequential (warm-up {preq['warmup']}, chunks of {preq['chunk_size']}): "
             f"events {preq['events']}  HR@{n} {_num(preq['hit_rate'])}  "
             f"MRR {_num(preq['mrr'])}  warm HR@{n} {_num(preq['hit_rate_warm'])}  "
-            f"cold users/items {preq['cold_user_events']}/{preq['cold_item_events']}")
+            f"cold users/items {preq['cold_user_events']}/{preq['cold_item_events']}  "
+            f"new-user events {preq['new_user_events']}")
     return "\n".join(lines)
 
 

@@ -265,6 +265,7 @@ def test_prequential_ranks_by_hand():
     assert result["events"] == 5 and result["repeat_events"] == 1
     assert result["cold_user_events"] == 1 and result["cold_item_events"] == 2
     assert result["cold_events"] == 3 and result["warm_events"] == 2
+    assert result["new_user_events"] == 1
     assert result["hit_rate"] == pytest.approx(1 / 5)
     assert result["mrr"] == pytest.approx((1 + 0.5) / 5)
     assert result["hit_rate_warm"] == pytest.approx(1 / 2)
@@ -342,6 +343,19 @@ def test_prequential_popular_matches_event_loop(max_cells):
     assert result["hit_rate"] == pytest.approx(hit_rate)
     assert result["mrr"] == pytest.approx(mrr)
     assert result["repeat_events"] > 0
+
+
+def test_prequential_fallback_scores_new_users_but_warm_metrics_agree():
+    data = make_interactions(n_users=400, n_items=50, n_groups=3, events_per_user=3,
+                             min_events=1, seed=2).interactions
+    strict = prequential(OnlinePopular(), data, chunk_size=100)
+    fallback = prequential(OnlinePopular(score_unknown_users=True), data, chunk_size=100)
+    assert strict["cold_user_events"] == strict["new_user_events"] > 0
+    assert fallback["cold_user_events"] == 0
+    assert fallback["new_user_events"] == strict["new_user_events"]
+    assert fallback["hit_rate"] > strict["hit_rate"]
+    assert fallback["hit_rate_warm"] == strict["hit_rate_warm"]
+    assert fallback["warm_events"] == strict["warm_events"]
 
 
 def test_prequential_rejects_bad_arguments():

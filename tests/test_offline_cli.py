@@ -78,6 +78,23 @@ def test_evaluate_baseline_with_plot(events_csv, tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_unknown_users_policy_applies_to_model_and_baseline(events_csv, capsys):
+    pytest.importorskip("i2v_stream.model")
+    cold = {}
+    for extra in (["--baseline", "popular"], ["--dim", "8"]):
+        for policy in ("popularity", "miss"):
+            status, out, _ = run_cli(["evaluate", "--input", str(events_csv), *extra,
+                                      "--protocol", "prequential", "--json",
+                                      "--unknown-users", policy], capsys)
+            assert status == 0
+            report = json.loads(out)
+            assert report["unknown_users"] == policy
+            cold[extra[0], policy] = report["prequential"]["cold_user_events"]
+            new = report["prequential"]["new_user_events"]
+    assert cold["--baseline", "popularity"] == cold["--dim", "popularity"] == 0
+    assert cold["--baseline", "miss"] == cold["--dim", "miss"] == new > 0
+
+
 def test_evaluate_split_only_text_summary(events_csv, capsys):
     status, out, _ = run_cli(["evaluate", "--input", str(events_csv), "--baseline", "popular",
                               "--protocol", "split", "--holdout", "5"], capsys)
