@@ -240,7 +240,7 @@ class SnapshotManager:
                 for name in COLUMN_FAMILIES:
                     handle = db.get_column_family_handle(name)
                     batch = WriteBatch(raw_mode=True)
-                    for key, value in view._cf[name].items():
+                    for key, value in view.raw_items(name):
                         batch.put(key, value, handle)
                         if len(batch) >= _COPY_BATCH_ENTRIES:
                             db.write(batch)
@@ -328,6 +328,8 @@ class SnapshotManager:
         SST files are hard-linked (RocksDB never modifies them in place),
         the rest is copied. An existing store at the target is replaced only
         with ``overwrite=True``, and never while a process holds it open.
+        Readers (secondary instances) of the replaced store keep the old
+        files open: restart them after a restore.
 
         Returns
         -------

@@ -495,6 +495,10 @@ class StoreView:
             raise StoreError(f"store {self.path} holds no model yet; commit a model first")
         return dim, self._meta_int(META_HISTORY_SIZE), bool(self._meta_int(META_HAS_INPUT))
 
+    def raw_items(self, family: str):
+        """Every ``(key, value)`` of a column family, in key order, as raw bytes."""
+        return self._cf[family].items()
+
     def offsets(self) -> dict[tuple[str, int], int]:
         """Next offset to consume per ``(topic, partition)``."""
         return {decode_offset_key(k): _from_i8(v) for k, v in self._cf[CF_OFFSETS].items()}
@@ -503,19 +507,20 @@ class StoreView:
 
     def _read_family(self, name: str, dtype: np.dtype, expected: int) -> np.ndarray:
         """All rows of a row-keyed family as a structured array, checked against ``expected``."""
-        keys, values = [], []
-        for key, value in self._cf[name].items():
-            keys.append(key)
-            values.append(value)
-        # Rows past the committed count can only come from a torn write that
-        # RocksDB's atomic batches rule out; rows missing are corruption.
-        rows = np.frombuffer(b"".join(keys), dtype=">u4")
-        if len(rows) != expected or not np.array_equal(rows, np.arange(expected)):
+        family = self._cf[name]
+        values = list(family.values())
+        # Keys are unique big-endian rows in order: n of them running from 0 to
+        # n - 1 are exactly the rows 0..n-1, so two keys check them all.
+        first = next(iter(family.keys()), None)
+        last = next(iter(family.keys(backwards=True)), None)
+        if len(values) != expected or (expected and (
+                first != row_key(0) or last != row_key(expected - 1))):
             raise StoreCorruptError(
-                f"family {name} of {self.path} holds {len(rows)} rows, metadata says "
+                f"family {name} of {self.path} holds {len(values)} rows, metadata says "
                 f"{expected}; restore a snapshot (i2v-stream snapshot restore)"
             )
         data = b"".join(values)
+        del values
         if len(data) != expected * dtype.itemsize:
             raise StoreCorruptError(
                 f"family {name} of {self.path}: rows are not {dtype.itemsize} bytes each; "
@@ -607,25 +612,29 @@ class StoreView:
         return np.unique(np.concatenate(parts)).astype(np.int64)
 
     def load_state(self) -> Any:
-        """The whole stored model state (``ModelState`` when the model module exists)."""
+        """The whole stored model state (``ModelState`` when the model module exists).
+
+        The arrays are read-only, non-contiguous views of the rows read
+        (little-endian, the dtypes of ``ModelState``); copy them to modify.
+        """
         meta = self.metadata()
         if not meta:
             raise StoreError(f"store {self.path} holds no model yet; commit a model first")
         users, items = self.read_users(), self.read_items()
         dim, history_size, has_input = self._layout()
+        # Field views of the row buffers, not copies: from_state copies them into
+        # its own tables, and a second copy here would double the load time.
         return _make_state(
             params=meta.get("params", {}),
             user_ids=self.read_user_ids(),
             item_ids=self.read_item_ids(),
-            user_vectors=np.ascontiguousarray(users["vector"], dtype=np.float32),
-            item_vectors=np.ascontiguousarray(items["vector"], dtype=np.float32),
-            item_input_vectors=(np.ascontiguousarray(items["input"], dtype=np.float32)
-                                if has_input else None),
-            user_counts=np.ascontiguousarray(users["count"], dtype=np.int64),
-            item_counts=np.ascontiguousarray(items["count"], dtype=np.int64),
-            noise_counts=np.ascontiguousarray(items["noise_count"], dtype=np.int64),
-            recent_items=np.ascontiguousarray(
-                users["recent"], dtype=np.int32).reshape(len(users), history_size),
+            user_vectors=users["vector"],
+            item_vectors=items["vector"],
+            item_input_vectors=items["input"] if has_input else None,
+            user_counts=users["count"],
+            item_counts=items["count"],
+            noise_counts=items["noise_count"],
+            recent_items=users["recent"].reshape(len(users), history_size),
             events_seen=int(meta.get("events_seen", 0)),
         )
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from i2v_stream.export import export_store
 from i2v_stream.store import StoreError
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
