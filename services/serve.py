@@ -35,7 +35,8 @@ Errors
 Every error has the body :class:`ErrorBody`: an unknown id is a 404 with
 ``error`` ``unknown_user`` / ``unknown_item``; an invalid parameter is a 422
 with ``error`` ``invalid_parameter`` and the offending parameter names in
-``parameters`` (``n`` must be 1..1000, the batch holds 1..1000 users); queries
+``parameters`` (``n`` must be 1..1000, the batch holds 1..1000 users); a batch
+body that is not readable JSON is a 400 ``invalid_body``; queries
 before the store exists are 503 ``not_ready``; a store read that fails is 503
 ``store_unavailable``.
 
@@ -330,7 +331,9 @@ def create_app(reader, registry: CollectorRegistry, *, ready_staleness_s: float 
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         names, messages = [], []
         for error in exc.errors():
-            loc = [str(part) for part in error.get("loc", ()) if part not in ("query", "path")]
+            # drop the location kind and pydantic's tags of union members ("int", "str")
+            loc = [str(part) for part in error.get("loc", ())
+                   if part not in ("query", "path", "int", "str")]
             name = ".".join(loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc) or "body"
             if name not in names:
                 names.append(name)
@@ -341,7 +344,7 @@ def create_app(reader, registry: CollectorRegistry, *, ready_staleness_s: float 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         body = ErrorBody(error=code, detail=str(exc.detail))
         return JSONResponse(body.model_dump(), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
@@ -405,7 +408,7 @@ def create_app(reader, registry: CollectorRegistry, *, ready_staleness_s: float 
                             items=[ScoredItem(item=i, score=s) for i, s in results])
 
     @app.post("/v1/recommendations", response_model=BatchRecommendations,
-              responses=_error_responses(422, 503), tags=["queries"])
+              responses=_error_responses(400, 422, 503), tags=["queries"])
     def batch_recommendations(request: BatchRequest) -> BatchRecommendations:
         """Recommendations for many users; an unknown user gets ``known: false``."""
         current = get_reader()
