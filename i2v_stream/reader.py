@@ -19,7 +19,8 @@ idle reader does no work. ``background=True`` instead runs a daemon thread
 that catches up every ``catch_up_interval`` seconds, so queries never pay
 for it. :meth:`staleness_seconds` is the time since the last successful
 catch-up: the writer's commits of the last that many seconds may not be
-visible yet.
+visible yet. :meth:`last_commit_age_seconds` is the other view, the age of
+the newest commit the reader sees (it also grows while the writer is idle).
 
 Scoring
 -------
@@ -165,6 +166,16 @@ class StoreReader:
     def staleness_seconds(self) -> float:
         """Seconds since the last successful catch-up."""
         return time.monotonic() - self._last_catch_up
+
+    def last_commit_age_seconds(self) -> float | None:
+        """Wall-clock seconds since the writer's newest commit that this reader sees.
+
+        Grows while the writer is idle even if the reader is current; None
+        for a store never committed to.
+        """
+        with self._lock:
+            raw = self._view.metadata().get("last_commit_at")
+        return None if raw is None else time.time() - raw
 
     def _maybe_catch_up(self) -> None:
         if (self._thread is None and self.catch_up_interval is not None

@@ -143,6 +143,7 @@ def test_catch_up_on_access_and_in_background(live, tmp_path):
         store.commit(model, {})
         time.sleep(0.3)
         assert background.staleness_seconds() < 0.3
+        assert 0 <= background.last_commit_age_seconds() < 5
         assert_same_answer(background.recommend("late-user"), model.recommend("late-user"))
         assert_same_answer(on_access.recommend("late-user"), model.recommend("late-user"))
 
