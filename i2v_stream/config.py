@@ -206,6 +206,10 @@ class DaemonConfig:
     topics: tuple[str, ...] = _opt((), _topics, "topic(s) to consume; repeat or comma-separate",
                                    "source")
     group_id: str = _opt("i2v-stream", _text, "Kafka consumer group", "source")
+    group_instance_id: str | None = _opt(
+        None, _optional(_text),
+        "static group membership id: a restart within the session timeout gets its "
+        "partitions back without a rebalance", "source")
     input: str | None = _opt(None, _optional(_text),
                              "read events from this file ('-' = stdin) instead of Kafka",
                              "source")
@@ -295,14 +299,17 @@ class DaemonConfig:
         return {name: getattr(self, name) for name in MODEL_OPTIONS
                 if getattr(self, name) is not None}
 
-    def consumer_config(self) -> dict[str, int]:
+    def consumer_config(self) -> dict[str, Any]:
         """Extra ``KafkaConsumer`` settings."""
-        return {
+        config: dict[str, Any] = {
             "session_timeout_ms": self.session_timeout_ms,
             "heartbeat_interval_ms": self.heartbeat_interval_ms,
             "max_poll_interval_ms": self.max_poll_interval_ms,
             "request_timeout_ms": self.request_timeout_ms,
         }
+        if self.group_instance_id is not None:
+            config["group_instance_id"] = self.group_instance_id
+        return config
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(DaemonConfig)}
