@@ -664,3 +664,41 @@ def test_systemd_units_verify(tmp_path):
     )
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 0 and not output, output
+
+
+# ---------------------------------------------------------------- against the code
+
+
+def test_contract_metrics_are_the_ones_the_code_registers():
+    # The dashboard and the alerts are checked against CONTRACT_METRICS above;
+    # this keeps that list equal to what i2v_stream.metrics really exports.
+    from prometheus_client import CollectorRegistry
+
+    from i2v_stream.metrics import DaemonMetrics, QueryMetrics
+
+    registry = CollectorRegistry()
+    DaemonMetrics(registry)
+    QueryMetrics(registry)
+    exported = {}
+    for family in registry.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        exported[name] = family.type
+    assert exported == CONTRACT_METRICS
+
+
+@pytest.mark.parametrize("where", ["compose", "k8s"])
+def test_daemon_config_files_load(where, tmp_path):
+    from i2v_stream.config import load_config
+
+    if where == "compose":
+        path = DEPLOY / "config/daemon.yaml"
+    else:
+        path = tmp_path / "daemon.yaml"
+        path.write_text(_one("ConfigMap", "i2v-daemon-config")["data"]["daemon.yaml"])
+    config = load_config(config_file=path, environ={})
+    assert config.source == "kafka"
+    assert config.store == "/var/lib/i2v-stream/store"
+    assert config.snapshot_dir == "/var/lib/i2v-stream/snapshots"
+    # Prometheus scrapes it from another container or pod.
+    assert config.metrics_host == "0.0.0.0"
+    assert config.metrics_port == 9108
