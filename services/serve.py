@@ -64,6 +64,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -534,6 +535,10 @@ def _open_when_present(app: FastAPI, args: argparse.Namespace, stop: threading.E
         stop.wait(0.2)
 
 
+def _after_shutdown(signum, frame) -> None:
+    logger.info("signal=%s: query service shut down", signal.Signals(signum).name)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -556,7 +561,12 @@ def run(args: argparse.Namespace) -> int:
     threading.Thread(target=watch_failure, name="i2v-serve-watch", daemon=True).start()
     logger.info("query service starting url=http://%s:%d store=%s", args.host, args.port,
                 args.store)
-    # uvicorn installs its own SIGINT/SIGTERM handlers and shuts down gracefully.
+    # uvicorn installs its own SIGINT/SIGTERM handlers, shuts down gracefully,
+    # then restores the previous handlers and raises the signal again; with
+    # these as the previous ones that re-raise returns here, so the reader is
+    # closed and the exit status is 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _after_shutdown)
     try:
         server.run()
     finally:
