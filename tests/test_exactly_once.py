@@ -166,7 +166,7 @@ def run_with_kills(bootstrap: str, topic: str, store: Path, ends: dict[int, int]
             if kills < n_kills:
                 if rng.random() < 0.2:
                     # during start-up or the group join
-                    time.sleep(rng.uniform(0.2, 3.0))
+                    time.sleep(rng.uniform(0.1, 1.0))
                     mode = "startup"
                 else:
                     target = min(total - 1, sum(done) + rng.randint(1, max(2, total // 8)))
