@@ -247,7 +247,7 @@ class Producer(threading.Thread):
 # ---------------------------------------------------------------- children
 
 
-def _cli_command() -> list[str]:
+def cli_command() -> list[str]:
     # the i2v-stream script next to this interpreter, else the module
     script = Path(sys.executable).with_name("i2v-stream")
     if script.is_file() and os.access(script, os.X_OK):
@@ -294,7 +294,7 @@ class Child:
 # ---------------------------------------------------------------- queries
 
 
-def _metric(text: str, name: str) -> float | None:
+def metric_value(text: str, name: str) -> float | None:
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
@@ -305,8 +305,8 @@ def _progress(client, producer: Producer, daemon_metrics: str, started: float) -
     applied = users = items = None
     try:
         text = client.get(daemon_metrics, timeout=1.0).text
-        applied = _metric(text, "i2v_events_applied_total")
-        users, items = _metric(text, "i2v_users_known"), _metric(text, "i2v_items_known")
+        applied = metric_value(text, "i2v_events_applied_total")
+        users, items = metric_value(text, "i2v_users_known"), metric_value(text, "i2v_items_known")
     except Exception as exc:  # the daemon may not serve yet; progress shows "-"
         logger.debug("daemon metrics not available: %s", exc)
     elapsed = max(time.monotonic() - started, 1e-9)
@@ -403,7 +403,7 @@ def run_demo(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
         # 2. daemon and query service
         api_port = args.api_port or free_port(LOOPBACK)
         metrics_port = args.metrics_port or free_port(LOOPBACK)
-        cli = _cli_command()
+        cli = cli_command()
         daemon = Child("daemon", [
             *cli, "--log-level", args.log_level, "run", "--bootstrap-servers", broker.bootstrap,
             "--topic", TOPIC, "--group-id", GROUP_ID, "--store", str(store),
