@@ -261,14 +261,22 @@ class Pipeline:
         with self._lock:
             # 3. learn
             loss = math.nan
+            reloads_before = self.stats.reloads
             self._uncommitted = offsets
             if n_events:
                 stats = self.model.learn_many(batch.users, batch.items, batch.timestamps)
                 loss = stats.loss
 
-            # 4. one WriteBatch: rows, ids, counts, offsets
-            commit = self._commit_store(offsets)
-        self.stats.events_applied += n_events
+            # 4. one WriteBatch: rows, ids, counts, offsets; skipped when a
+            # callback already committed this work (revoke) or dropped it (lost)
+            commit = None
+            if self._uncommitted is not None:
+                commit = self._commit_store(offsets)
+            elif self.stats.reloads != reloads_before:
+                logger.warning("batch dropped with lost partitions events=%d", n_events)
+                return BatchResult(batch.n_messages, 0, len(batch.bad), loss,
+                                   time.perf_counter() - started)
+            self.stats.events_applied += n_events
 
         # 5. Kafka commit, for lag exporters only
         commit_to_kafka = getattr(source, "commit_to_kafka", None)
