@@ -178,7 +178,7 @@ class Producer(threading.Thread):
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=5, acks=1,
+            bootstrap_servers=bootstrap, linger_ms=5,
         )
 
     def run(self) -> None:
@@ -306,7 +306,8 @@ def _progress(client, producer: Producer, daemon_metrics: str, started: float) -
     try:
         text = client.get(daemon_metrics, timeout=1.0).text
         applied = metric_value(text, "i2v_events_applied_total")
-        users, items = metric_value(text, "i2v_users_known"), metric_value(text, "i2v_items_known")
+        users = metric_value(text, "i2v_users_known")
+        items = metric_value(text, "i2v_items_known")
     except Exception as exc:  # the daemon may not serve yet; progress shows "-"
         logger.debug("daemon metrics not available: %s", exc)
     elapsed = max(time.monotonic() - started, 1e-9)

@@ -345,7 +345,8 @@ def create_app(reader, registry: CollectorRegistry, *, ready_staleness_s: float 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        codes = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
         body = ErrorBody(error=code, detail=str(exc.detail))
         return JSONResponse(body.model_dump(), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
