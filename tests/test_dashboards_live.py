@@ -45,9 +45,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_deploy import PROMETHEUS_DIR, alert_operands, alert_rules, dashboard_queries
 
 from i2v_stream.broker import free_port
-from test_deploy import PROMETHEUS_DIR, alert_operands, alert_rules, dashboard_queries
 
 pytestmark = pytest.mark.kafka
 
@@ -145,18 +145,17 @@ class Traffic:
         self.topic = topic
         self.serve_url = serve_url
         self.stop_event = threading.Event()
-        self.errors: list[BaseException] = []
+        self.errors: list[Exception] = []
         self.threads = [
             threading.Thread(target=self._guard, args=(self._produce,), daemon=True),
             threading.Thread(target=self._guard, args=(self._query,), daemon=True),
         ]
 
-    def __enter__(self) -> Traffic:
+    def start(self) -> None:
         for thread in self.threads:
             thread.start()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def stop(self) -> None:
         self.stop_event.set()
         for thread in self.threads:
             thread.join(timeout=10)
@@ -164,7 +163,7 @@ class Traffic:
     def _guard(self, target) -> None:
         try:
             target()
-        except BaseException as exc:  # reported by the test, not lost in a thread
+        except Exception as exc:  # noqa: BLE001 - reported by the test, not lost
             self.errors.append(exc)
 
     def _produce(self) -> None:
@@ -331,7 +330,9 @@ def test_every_dashboard_query_and_alert_operand_returns_data(stack):
     pending = dict(expressions())
     assert len(pending) > 30
 
-    with Traffic(stack["bootstrap"], stack["topic"], stack["serve_url"]) as traffic:
+    traffic = Traffic(stack["bootstrap"], stack["topic"], stack["serve_url"])
+    traffic.start()
+    try:
         _wait_for_scrapes(stack, deadline)
         # Series appear as traffic reaches them (lag after the first lag poll,
         # route labels after the first request): retry until each has data.
@@ -348,6 +349,8 @@ def test_every_dashboard_query_and_alert_operand_returns_data(stack):
         # In a healthy run nothing fires: every alert but the non-finite loss
         # has a `for:` longer than this test, and the loss must stay finite.
         firing = api.query('ALERTS{alertstate="firing"}')
+    finally:
+        traffic.stop()
 
     logs = "\n".join(p.log_tail() for p in stack["processes"])
     assert not pending, "no data for:\n" + "\n".join(
