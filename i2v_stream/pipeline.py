@@ -249,6 +249,7 @@ class Pipeline:
         # 1-2. poll a micro-batch; the source decodes, validates and dead-letters
         batch = source.poll_batch(self.max_batch_events, self.max_batch_seconds)
         if batch.n_messages == 0 and not batch.next_offsets:
+            self._update_lag(source)       # an idle consumer's lag still moves
             return BatchResult(0, 0, 0, math.nan, 0.0)
         started = time.perf_counter()
         n_events = batch.n_events
@@ -410,11 +411,16 @@ class Pipeline:
         if dead > self._dead_lettered:
             metrics.events_dead_lettered.inc(dead - self._dead_lettered)
             self._dead_lettered = dead
+        self._update_lag(source)
+
+    def _update_lag(self, source: Any) -> None:
         lag = getattr(source, "lag", None)
+        if self.metrics is None or lag is None:
+            return
         now = time.monotonic()
-        if lag is not None and now - self._last_lag >= self.lag_interval_s:
+        if now - self._last_lag >= self.lag_interval_s:
             self._last_lag = now
-            metrics.set_lag(lag())
+            self.metrics.set_lag(lag())
 
     def _maybe_snapshot(self) -> None:
         try:
