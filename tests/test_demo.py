@@ -53,7 +53,7 @@ def test_demo_replays_a_movielens_file(tmp_path):
              for u in range(1, 60) for k in range(12)]
     path = tmp_path / "u.data"
     path.write_text("\n".join(lines) + "\n")
-    result = run_demo(tmp_path, "--input", str(path))
+    result = run_demo(tmp_path, "--input", str(path), "--sample-after", "6", "--duration", "12")
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^recommendations for user \d+ \(\d+ events\): \d+", result.stdout,
                      flags=re.M), result.stdout
