@@ -202,8 +202,9 @@ def main(argv=None):
     blas = {"library": library, "prefix": blas_symbol_prefix(library)}
     arch = next((i.get("architecture") for i in infos if i["filepath"] == library), None)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"BLAS {Path(library).name} kernel={arch}")
+    # The load average says whether other jobs shared the cores during the run.
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; BLAS {Path(library).name} kernel={arch}")
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if name in os.environ:
             print(f"note: {name}={os.environ[name]} is set; it changes the BLAS kernel")
@@ -258,7 +259,7 @@ def main(argv=None):
         args.json.write_text(json.dumps(dict(
             dim=args.dim, negatives=args.negatives, repeats=args.repeats,
             cflags=args.cflags, blas_library=library, blas_architecture=arch,
-            rows=rows), indent=2))
+            load_average_end=os.getloadavg()[0], rows=rows), indent=2))
 
 
 if __name__ == "__main__":

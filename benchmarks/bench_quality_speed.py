@@ -255,8 +255,9 @@ def main(argv=None):
 
     print(f"data: {args.data} events={len(data)} users={n_users} items={n_items} "
           f"train={len(train)} test={len(test)}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; BLAS: "
-          + "; ".join(blas_report()))
+    # The load average says whether other jobs shared the cores during the run.
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; BLAS: " + "; ".join(blas_report()))
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if name in os.environ:
             print(f"note: {name}={os.environ[name]} is set; it changes the BLAS kernel")
@@ -304,7 +305,8 @@ def main(argv=None):
             data=str(args.data), n_events=len(data), n_train=len(train),
             holdout=args.holdout, warmup=args.warmup, chunk=args.chunk, dim=args.dim,
             negatives=args.negatives, epochs=args.epochs, workers=args.workers,
-            repeats=args.repeats, blas=blas_report(), rows=results), indent=2))
+            repeats=args.repeats, blas=blas_report(), load_average_end=os.getloadavg()[0],
+            rows=results), indent=2))
 
 
 def print_table(results):
