@@ -125,26 +125,21 @@ class IdIndex:
 
     def rows_for(self, keys: Sequence) -> np.ndarray:
         """Rows of ``keys``, adding unseen ids in order of first sight."""
-        rows = self.rows
-        ids = self.ids
-        known = len(ids)
-        out = np.empty(len(keys), dtype=np.int32)
-        try:
-            for position, key in enumerate(keys):
-                row = rows.get(key)
-                if row is None or isinstance(key, (bool, np.bool_)):
-                    key = normalize_id(key)
-                    row = rows.get(key)
-                    if row is None:
-                        row = len(ids)
-                        rows[key] = row
-                        ids.append(key)
-                out[position] = row
-        except ValueError:
-            # A bad id anywhere in the batch adds none of the batch's new ids.
-            self.truncate(known)
-            raise
-        return out
+        # Known ids are looked up by map() over dict.get, in C; only the
+        # unseen ones (and any bool, which would hash like 0 or 1) take the
+        # slow path, which validates and adds them one by one.
+        found = list(map(self.rows.get, keys))
+        if None in found or bool in set(map(type, keys)):
+            known = len(self.ids)
+            try:
+                for position, key in enumerate(keys):
+                    if found[position] is None or isinstance(key, bool):
+                        found[position] = self.add(normalize_id(key))
+            except ValueError:
+                # A bad id anywhere in the batch adds none of the batch's new ids.
+                self.truncate(known)
+                raise
+        return np.fromiter(found, dtype=np.int32, count=len(found))
 
     def truncate(self, n: int) -> None:
         """Forget every id added after the first ``n``."""
