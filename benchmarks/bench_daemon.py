@@ -47,7 +47,8 @@ GROUP_CONFIG = {"max_poll_interval_ms": 2000, "session_timeout_ms": 6000,
 
 def make_events(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
-    return [{"user": f"u{rng.randrange(5000)}", "item": f"i{min(int(rng.paretovariate(0.8)), 20000)}",
+    return [{"user": f"u{rng.randrange(5000)}",
+             "item": f"i{min(int(rng.paretovariate(0.8)), 20000)}",
              "ts": 1_600_000_000 + k} for k in range(n)]
 
 
