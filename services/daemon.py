@@ -46,6 +46,9 @@ EXIT_CONFIG = 2
 EXIT_STORE = 3
 
 _BOOL_OPTIONS = ("store_sync",)
+#: Options without a ``run`` flag: ``log_level`` is the global ``i2v-stream --log-level``
+#: flag; a ``log_level`` in the config file or ``I2V_LOG_LEVEL`` overrides it.
+NO_FLAG = ("log_level",)
 _GROUP_TITLES = {
     "daemon": "store", "source": "source (Kafka or file)", "loop": "micro-batches",
     "snapshots": "snapshots", "metrics": "metrics and logging",
@@ -63,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     groups: dict[str, Any] = {}
     for f in dataclasses.fields(DaemonConfig):
+        if f.name in NO_FLAG:
+            continue
         group_name = f.metadata["group"]
         group = groups.get(group_name)
         if group is None:
@@ -83,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, environ=None) -> DaemonConfig:
     """The configuration from parsed flags, the environment and the config file."""
-    names = set(option_names())
+    names = set(option_names()) - set(NO_FLAG)
     flags = {name: value for name, value in vars(args).items() if name in names}
     return load_config(flags, getattr(args, "config", None), environ)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -159,10 +160,25 @@ def test_every_option_has_a_flag_and_an_env_var():
     parser = argparse.ArgumentParser()
     daemon.add_arguments(parser)
     dests = {action.dest for action in parser._actions}
-    assert set(option_names()) <= dests
+    assert set(option_names()) - set(daemon.NO_FLAG) <= dests
     for name in option_names():
         config = load_config({"store": "s", "topics": "t"}, environ={})
         assert hasattr(config, name)
+
+
+def test_the_deployment_config_file_loads():
+    path = Path(__file__).resolve().parents[1] / "deploy" / "config" / "daemon.yaml"
+    if not path.is_file():
+        pytest.skip("no deploy/config/daemon.yaml")
+    config = load_config({}, path, {})
+    assert config.store and config.topics and config.metrics_port
+
+
+def test_log_level_comes_from_file_or_env_over_the_global_flag(tmp_path):
+    args = parse_flags(["--store", "s", "--topic", "t"])
+    args.log_level = "INFO"                   # what `i2v-stream --log-level` leaves
+    config = daemon.config_from_args(args, environ={"I2V_LOG_LEVEL": "DEBUG"})
+    assert config.log_level == "DEBUG"
 
 
 def test_daemon_exits_2_on_a_config_error(tmp_path, caplog):

@@ -219,3 +219,42 @@ def test_a_store_created_with_another_dim_is_refused(tmp_path):
                              timeout=60)
     assert refused.returncode == 3
     assert "dim=16" in refused.stderr and "dim=32" in refused.stderr
+
+
+@pytest.mark.kafka
+def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(
+        kafka_bootstrap, topic, tmp_path):
+    from kafka import KafkaConsumer, TopicPartition
+
+    name, dead = topic(1), topic(1)
+    good = events(5)
+    bad = [b"not json", b'{"user": "", "item": "i"}', b'{"user": "u", "item": "i", "ts": NaN}']
+    produce(kafka_bootstrap, name, good[:2] + bad + good[2:])
+    store, log = tmp_path / "store", tmp_path / "daemon.log"
+    process = spawn(command(store, "--bootstrap-servers", kafka_bootstrap, "--topic", name,
+                            "--group-id", f"g-{name}", "--metrics-port", "off",
+                            "--dead-letter-topic", dead), log)
+    try:
+        wait_for(lambda: stored_offset(store, name) == 8, 30, "the end", process, log)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    try:
+        consumer.assign([TopicPartition(dead, 0)])
+        consumer.seek_to_beginning()
+        letters, deadline = [], time.monotonic() + 20
+        while len(letters) < 3 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                letters.extend(records)
+    finally:
+        consumer.close()
+    assert [r.value for r in letters] == bad
+    reasons = [dict(r.headers)["i2v-reason"] for r in letters]
+    assert reasons == [b"schema", b"empty_id", b"bad_timestamp"]   # "not json" reads as CSV
+    users, _, seen = read_counts(store)
+    assert seen == 5 and sum(users.values()) == 5
+    assert log.read_text().count("bad input reason=") == 3     # once per reason
