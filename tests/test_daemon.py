@@ -258,3 +258,19 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(
     users, _, seen = read_counts(store)
     assert seen == 5 and sum(users.values()) == 5
     assert log.read_text().count("bad input reason=") == 3     # once per reason
+
+
+def test_backfill_takes_snapshots_every_n_events_and_keeps_k(tmp_path):
+    from i2v_stream.snapshots import SnapshotManager
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(events(2000)) + b"\n")
+    store, snapshots = tmp_path / "store", tmp_path / "snaps"
+    done = subprocess.run(
+        command(store, "--input", str(path), "--metrics-port", "off", "--max-batch-events",
+                "250", "--snapshot-every-events", "500", "--snapshot-keep", "2",
+                "--snapshot-dir", str(snapshots)),
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    listed = SnapshotManager(store, snapshots).list()
+    assert [s.events_seen for s in listed] == [1500, 2000]

@@ -169,7 +169,8 @@ def run_with_kills(bootstrap: str, topic: str, store: Path, ends: dict[int, int]
                     time.sleep(rng.uniform(0.1, 1.0))
                     mode = "startup"
                 else:
-                    target = min(total - 1, sum(done) + rng.randint(1, max(2, total // 8)))
+                    step = rng.randint(1, max(2, total // (2 * n_kills)))
+                    target = min(total - 1, sum(done) + step)
                     while (sum(offsets_of(watcher, topic, partitions)) < target
                            and process.poll() is None and time.monotonic() - start < 60):
                         time.sleep(0.005)
