@@ -79,7 +79,7 @@ static inline float sigmoid(float x) {
 typedef struct {
     int n_items;
     double *cumulative;  /* bsearch: cumulative probabilities, last = 1 */
-    double *alias_prob;  /* alias: probability of keeping column j */
+    float *alias_prob;   /* alias: probability of keeping column j (float, as the kernel) */
     int32_t *alias;      /* alias: the other item in column j */
     int32_t *stream;     /* stream: precomputed draws, cycled */
     int64_t stream_size;
@@ -101,7 +101,7 @@ static void build_sampler(Sampler *s, const double *weights, int n_items, int64_
     s->cumulative[n_items - 1] = 1.0;
 
     /* Vose's alias method: split columns into those below and above the mean. */
-    s->alias_prob = malloc(sizeof(double) * n_items);
+    s->alias_prob = malloc(sizeof(float) * n_items);
     s->alias = malloc(sizeof(int32_t) * n_items);
     int32_t *small = malloc(sizeof(int32_t) * n_items);
     int32_t *large = malloc(sizeof(int32_t) * n_items);
@@ -113,7 +113,7 @@ static void build_sampler(Sampler *s, const double *weights, int n_items, int64_
     }
     while (n_small > 0 && n_large > 0) {
         int32_t low = small[--n_small], high = large[--n_large];
-        s->alias_prob[low] = scaled[low];
+        s->alias_prob[low] = (float)scaled[low];
         s->alias[low] = high;
         scaled[high] = scaled[high] + scaled[low] - 1.0;
         if (scaled[high] < 1.0) small[n_small++] = high; else large[n_large++] = high;
@@ -149,7 +149,7 @@ static inline int32_t draw_alias(const Sampler *s, uint64_t *rng) {
     /* One 64-bit draw gives both the column (high bits) and the coin (low bits). */
     uint64_t bits = next_random(rng);
     int32_t j = (int32_t)(((bits >> 32) * (uint64_t)s->n_items) >> 32);
-    double coin = (bits & 0xFFFFFFFFULL) * (1.0 / 4294967296.0);
+    float coin = (bits & 0xFFFFFFULL) * (1.0f / 16777216.0f);
     return coin < s->alias_prob[j] ? j : s->alias[j];
 }
 
@@ -167,25 +167,27 @@ static inline void train(int use_blas, int sampler_kind, Sampler *sampler, uint6
                          float *user_vectors, float *item_vectors, int dim, int negatives,
                          const int32_t *pair_users, const int32_t *pair_items,
                          int64_t n_updates, float learning_rate, float *gradient) {
+    int32_t rows[65];
     for (int64_t e = 0; e < n_updates; e++) {
         float *user_row = user_vectors + (int64_t)pair_users[e] * dim;
         int32_t positive = pair_items[e];
-        memset(gradient, 0, sizeof(float) * dim);
 
-        for (int k = 0; k <= negatives; k++) {
+        /* All draws first, then the arithmetic (as the kernel does): the loads of the
+         * sampler tables are independent, so they overlap instead of waiting in turn. */
+        int n_rows = 1;
+        rows[0] = positive;
+        for (int k = 0; k < negatives; k++) {
             int32_t item;
-            float label;
-            if (k == 0) {
-                item = positive;
-                label = 1.0f;
-            } else {
-                if (sampler_kind == SAMPLER_STREAM) item = draw_stream(sampler);
-                else if (sampler_kind == SAMPLER_ALIAS) item = draw_alias(sampler, rng);
-                else item = draw_bsearch(sampler, rng);
-                if (item == positive) continue;
-                label = 0.0f;
-            }
-            float *item_row = item_vectors + (int64_t)item * dim;
+            if (sampler_kind == SAMPLER_STREAM) item = draw_stream(sampler);
+            else if (sampler_kind == SAMPLER_ALIAS) item = draw_alias(sampler, rng);
+            else item = draw_bsearch(sampler, rng);
+            if (item != positive) rows[n_rows++] = item;
+        }
+
+        memset(gradient, 0, sizeof(float) * dim);
+        for (int k = 0; k < n_rows; k++) {
+            float label = k == 0 ? 1.0f : 0.0f;
+            float *item_row = item_vectors + (int64_t)rows[k] * dim;
             float score = use_blas ? blas_sdot(dim, user_row, 1, item_row, 1)
                                    : loop_dot(dim, user_row, item_row);
             float g = (label - sigmoid(score)) * learning_rate;
@@ -234,6 +236,10 @@ int main(int argc, char **argv) {
     int64_t n_updates = atoll(argv[7]);
     int repeats = atoi(argv[8]);
     uint64_t rng = strtoull(argv[9], NULL, 10);
+    if (negatives < 0 || negatives > 64) {
+        fprintf(stderr, "plain_sgns: NEGATIVES must be in [0, 64], got %d\n", negatives);
+        return 2;
+    }
 
     if (use_blas) {
         if (argc != 12) {

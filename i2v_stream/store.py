@@ -227,32 +227,11 @@ def _split(buf: bytes, size: int) -> list[bytes]:
 # ---------------------------------------------------------------- state
 
 
-@dataclass
-class StoredState:
-    """The model state as read from a store; field names follow ``ModelState``.
-
-    Used when ``i2v_stream.model`` is not importable; otherwise
-    :meth:`StoreView.load_state` returns the model's own ``ModelState``.
-    """
-
-    params: dict
-    user_ids: list
-    item_ids: list
-    user_vectors: np.ndarray
-    item_vectors: np.ndarray
-    item_input_vectors: np.ndarray | None
-    user_counts: np.ndarray
-    item_counts: np.ndarray
-    noise_counts: np.ndarray
-    recent_items: np.ndarray
-    events_seen: int
-
-
 def _make_state(**fields) -> Any:
-    try:
-        from i2v_stream.model import ModelState
-    except ImportError:
-        return StoredState(**fields)
+    # Imported here: the model imports the compiled kernel, which tools that
+    # only inspect a store's metadata do not need.
+    from i2v_stream.model import ModelState
+
     return ModelState(**fields)
 
 
