@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
+# Compile the kernel for this machine's CPU (see setup.py); 0 for a portable build.
+export I2V_NATIVE ?= 1
 
 .PHONY: demo test install build bench lint clean
 
@@ -22,7 +24,7 @@ $(STAMP): $(BIN)/python setup.py pyproject.toml $(wildcard cython_src/i2v_stream
 install: $(STAMP)
 
 build: $(STAMP)
-	$(BIN)/python setup.py build_ext --inplace -q
+	$(BIN)/python setup.py build_ext --inplace -q --force
 
 demo: $(STAMP)
 	$(BIN)/python -m services.demo $(DEMO_ARGS)

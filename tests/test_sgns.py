@@ -25,8 +25,9 @@ def reference_pair_update(target, items, positive, negatives, lr, l2=0.0):
     return target, items, loss
 
 
+@pytest.mark.parametrize("use_blas", [True, False])
 @pytest.mark.parametrize("l2", [0.0, 0.1])
-def test_pair_update_matches_numpy_reference(l2):
+def test_pair_update_matches_numpy_reference(l2, use_blas):
     rng = np.random.default_rng(3)
     dim = 16
     target = rng.uniform(-0.5, 0.5, dim).astype(np.float32)
@@ -35,7 +36,8 @@ def test_pair_update_matches_numpy_reference(l2):
     want_target, want_items, want_loss = reference_pair_update(
         target, items, 3, negatives.tolist(), 0.05, l2)
 
-    loss = _sgns.pair_update(target, items, 3, negatives, 0.05, l2=l2, exact_sigmoid=True)
+    loss = _sgns.pair_update(target, items, 3, negatives, 0.05, l2=l2, exact_sigmoid=True,
+                             use_blas=use_blas)
 
     np.testing.assert_allclose(target, want_target, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(items, want_items, rtol=1e-5, atol=1e-6)
@@ -128,6 +130,16 @@ def test_train_events_keeps_counts_history_and_dirty_rows():
     assert arrays["recent_items"][2].tolist() == [3, -1, -1, -1]
     assert arrays["user_dirty"].tolist() == [1, 0, 1, 0]
     assert np.isfinite(loss) and loss > 0
+
+
+def test_blas_and_loop_arithmetic_agree_to_rounding():
+    users, items = [0, 1, 2, 3, 0, 1], [0, 1, 2, 3, 4, 5]
+    with_blas, with_loops = _batch_arrays(), _batch_arrays()
+    loss_blas = _train(with_blas, users, items, window=2, use_blas=True)[0]
+    loss_loops = _train(with_loops, users, items, window=2, use_blas=False)[0]
+    assert loss_blas == pytest.approx(loss_loops, rel=1e-5)
+    for name in ("user_vectors", "item_vectors", "item_input_vectors"):
+        np.testing.assert_allclose(with_blas[name], with_loops[name], atol=1e-6)
 
 
 def test_train_events_does_not_depend_on_batch_boundaries():

@@ -48,6 +48,7 @@ cdef struct TrainBatch:
     double l2
     int exact_sigmoid
     int repeats                     # SGD steps per trained event
+    int use_blas                    # BLAS calls (1) or compiler-vectorised loops (0)
 
     # Randomness: event e uses a stream seeded from (seed, first_sequence + e).
     uint64_t seed
@@ -64,5 +65,5 @@ cdef void train_batch(TrainBatch *batch, real_t *work) noexcept nogil
 cdef double sgns_pair_update(
     real_t *target, real_t *item_vectors, int dim, int32_t positive,
     const int32_t *negative_rows, int n_negatives, double learning_rate, double l2,
-    int exact_sigmoid, real_t *work, uint8_t *item_dirty,
+    int exact_sigmoid, real_t *work, uint8_t *item_dirty, int use_blas,
 ) noexcept nogil

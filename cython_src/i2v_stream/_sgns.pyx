@@ -38,6 +38,19 @@ from scipy.linalg.cython_blas cimport saxpy, sdot, sscal
 
 cnp.import_array()
 
+cdef extern from *:
+    """
+    #ifndef I2V_NATIVE
+    #define I2V_NATIVE 0
+    #endif
+    """
+    int I2V_NATIVE
+
+# Built with I2V_NATIVE=1 (-march=native, as `make` does): plain loops, which
+# the compiler then vectorises with the machine's widest instructions, beat
+# BLAS calls at small dims; a portable build keeps the BLAS calls.
+NATIVE_BUILD = bool(I2V_NATIVE)
+
 DEF MAX_EXP = 6.0
 DEF TABLE_SIZE = 1024
 DEF MAX_NEGATIVES = 64
@@ -116,12 +129,45 @@ cdef inline double log_sigmoid(double x, int exact) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
+# Vector arithmetic: BLAS calls, or plain loops that the compiler vectorises.
+# At small dims (around 100) a BLAS call costs about as much in dispatch as in
+# arithmetic; benchmarks/bench_kernel.py measures both.
+
+cdef inline float vdot(int n, const real_t *x, const real_t *y, int use_blas) noexcept nogil:
+    cdef int k
+    cdef float total = 0.0
+    if use_blas:
+        return sdot(&n, <real_t *>x, &ONE, <real_t *>y, &ONE)
+    for k in range(n):
+        total += x[k] * y[k]
+    return total
+
+
+cdef inline void vaxpy(int n, float a, const real_t *x, real_t *y, int use_blas) noexcept nogil:
+    cdef int k
+    if use_blas:
+        saxpy(&n, &a, <real_t *>x, &ONE, y, &ONE)
+        return
+    for k in range(n):
+        y[k] += a * x[k]
+
+
+cdef inline void vscale(int n, float a, real_t *x, int use_blas) noexcept nogil:
+    cdef int k
+    if use_blas:
+        sscal(&n, &a, x, &ONE)
+        return
+    for k in range(n):
+        x[k] *= a
+
+
+# ---------------------------------------------------------------------------
 # One SGNS step for one target row.
 
 cdef double sgns_pair_update(
     real_t *target, real_t *item_vectors, int dim, int32_t positive,
     const int32_t *negative_rows, int n_negatives, double learning_rate, double l2,
-    int exact_sigmoid, real_t *work, uint8_t *item_dirty,
+    int exact_sigmoid, real_t *work, uint8_t *item_dirty, int use_blas,
 ) noexcept nogil:
     """Update ``target`` and the context rows of one positive and its negatives.
 
@@ -130,7 +176,7 @@ cdef double sgns_pair_update(
     cdef int d, k
     cdef int32_t row
     cdef real_t *context
-    cdef float score, gradient, decay
+    cdef float score, gradient
     cdef double loss = 0.0
     cdef float label
 
@@ -143,7 +189,7 @@ cdef double sgns_pair_update(
             row = negative_rows[k - 1]
             label = 0.0
         context = item_vectors + <int64_t>row * dim
-        score = sdot(&dim, target, &ONE, context, &ONE)
+        score = vdot(dim, target, context, use_blas)
         if label > 0.0:
             loss -= log_sigmoid(score, exact_sigmoid)
         else:
@@ -152,19 +198,16 @@ cdef double sgns_pair_update(
         # Gradient of the loss w.r.t. the score, times the learning rate;
         # the target's share waits in work, the context row moves now.
         gradient = <float>((label - sigmoid(score, exact_sigmoid)) * learning_rate)
-        saxpy(&dim, &gradient, context, &ONE, work, &ONE)
+        vaxpy(dim, gradient, context, work, use_blas)
         if l2 > 0.0:
-            decay = <float>(1.0 - learning_rate * l2)
-            sscal(&dim, &decay, context, &ONE)
-        saxpy(&dim, &gradient, target, &ONE, context, &ONE)
+            vscale(dim, <float>(1.0 - learning_rate * l2), context, use_blas)
+        vaxpy(dim, gradient, target, context, use_blas)
         if item_dirty != NULL:
             item_dirty[row] = 1
 
     if l2 > 0.0:
-        decay = <float>(1.0 - learning_rate * l2)
-        sscal(&dim, &decay, target, &ONE)
-    gradient = 1.0
-    saxpy(&dim, &gradient, work, &ONE, target, &ONE)
+        vscale(dim, <float>(1.0 - learning_rate * l2), target, use_blas)
+    vaxpy(dim, 1.0, work, target, use_blas)
     return loss
 
 
@@ -226,7 +269,7 @@ cdef void train_batch(TrainBatch *b, real_t *work) noexcept nogil:
                 n_drawn = draw_negatives(&b.noise, item, b.negatives, &state, negative_rows)
                 b.loss += sgns_pair_update(
                     target, b.item_vectors, dim, item, negative_rows, n_drawn, lr, b.l2,
-                    b.exact_sigmoid, work, b.item_dirty,
+                    b.exact_sigmoid, work, b.item_dirty, b.use_blas,
                 )
                 b.trained_pairs += 1
                 b.user_dirty[user] = 1
@@ -245,7 +288,7 @@ cdef void train_batch(TrainBatch *b, real_t *work) noexcept nogil:
                         &b.noise, item, b.negatives, &state, negative_rows)
                     b.loss += sgns_pair_update(
                         target, b.item_vectors, dim, item, negative_rows, n_drawn, lr, b.l2,
-                        b.exact_sigmoid, work, b.item_dirty,
+                        b.exact_sigmoid, work, b.item_dirty, b.use_blas,
                     )
                     b.trained_pairs += 1
                     b.item_dirty[other] = 1
@@ -285,6 +328,7 @@ def train_events(
     int negatives, int window, double sample,
     double learning_rate, double learning_rate_step=0.0, double min_learning_rate=0.0,
     double l2=0.0, bint exact_sigmoid=False, bint update_counts=True, int repeats=1,
+    bint use_blas=True,
     long long total_count=0, unsigned long long seed=0, long long first_sequence=0,
 ):
     """Apply a batch of events in order, without the GIL.
@@ -311,6 +355,9 @@ def train_events(
         Sum of ``item_counts`` before the batch.
     repeats : int
         SGD steps per trained event, each with fresh negatives.
+    use_blas : bool or None
+        BLAS sdot/saxpy (True) or plain loops (False); None: loops in a native
+        build (``NATIVE_BUILD``), BLAS otherwise.
     seed, first_sequence : int
         Event ``e`` of the batch draws from the stream of
         ``(seed, first_sequence + e)``.
@@ -404,6 +451,7 @@ def train_events(
     b.l2 = l2
     b.exact_sigmoid = exact_sigmoid
     b.repeats = repeats
+    b.use_blas = (not NATIVE_BUILD) if use_blas is None else bool(use_blas)
     b.seed = seed
     b.first_sequence = first_sequence
 
@@ -419,7 +467,8 @@ def train_events(
 
 
 def pair_update(target, item_vectors, int positive, negative_rows,
-                double learning_rate, double l2=0.0, bint exact_sigmoid=True):
+                double learning_rate, double l2=0.0, bint exact_sigmoid=True,
+                bint use_blas=True):
     """Python twin of the nogil pair update, for tests against NumPy.
 
     Updates ``target`` (float32, shape (dim,)) and the rows ``positive`` and
@@ -439,7 +488,7 @@ def pair_update(target, item_vectors, int positive, negative_rows,
         loss = sgns_pair_update(
             <real_t *>t.data, <real_t *>iv.data, t.shape[0], positive,
             <const int32_t *>neg.data, neg.shape[0], learning_rate, l2, exact_sigmoid,
-            work, NULL)
+            work, NULL, use_blas)
     finally:
         free(work)
     return loss
