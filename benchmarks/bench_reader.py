@@ -5,8 +5,12 @@ Builds a store of ``--items`` items (default 100,000) and ``--users`` users at
 counts, so the popularity prior is realistic; values do not change the cost of
 an exact top-N), then times, for ``--seconds`` each, ``--repeats`` runs of:
 
-- ``recommend``: one query at a time (one matrix-vector product over every
-  item, ``argpartition``, exclusion of the user's 256 most recent items);
+- ``recommend``: one query at a time (the int8 first pass over every item,
+  then exact float32 rescoring of the candidates, exclusion of the user's 256
+  most recent items);
+- ``recommend, float32 only``: the same with the int8 pass switched off (one
+  float32 matrix-vector product over every item and ``argpartition``), the
+  reader's path below ``QUANTIZED_MIN_ITEMS`` items;
 - ``recommend_many``: the same queries in batches of ``--batch``, one
   matrix-matrix product per chunk (what ``POST /v1/recommendations`` uses).
 
@@ -34,10 +38,12 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from unittest import mock  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from i2v_stream.model import Interact2Vec, ModelState  # noqa: E402
+from i2v_stream import reader as reader_module  # noqa: E402
 from i2v_stream.reader import StoreReader  # noqa: E402
 from i2v_stream.store import Store  # noqa: E402
 
@@ -130,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
             users = [f"u{k}" for k in rng.integers(0, args.users, 5000)]
             reader.recommend(users[0], n=10)  # warm caches
 
-            single, batched, p50s, p99s = [], [], [], []
+            single, plain, batched, p50s, p99s = [], [], [], [], []
             for _ in range(args.repeats):
                 qps, latencies = time_single(reader, users, args.seconds)
                 single.append(qps)
                 p50s.append(float(np.percentile(latencies, 50)))
                 p99s.append(float(np.percentile(latencies, 99)))
+                with mock.patch.object(reader_module, "QUANTIZED_MIN_ITEMS", 1 << 62):
+                    plain.append(time_single(reader, users, args.seconds)[0])
                 batched.append(time_batched(reader, users, args.seconds, args.batch))
         finally:
             reader.close()
@@ -150,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'recommend (one at a time)':<30} {statistics.median(single):>10,.0f} "
           f"{runs_single:>28} {1e3 * statistics.median(p50s):>8.2f} "
           f"{1e3 * statistics.median(p99s):>8.2f}")
+    runs_plain = " ".join(f"{x:,.0f}" for x in plain)
+    print(f"{'recommend, float32 only':<30} {statistics.median(plain):>10,.0f} "
+          f"{runs_plain:>28}")
     print(f"{f'recommend_many (batch {args.batch})':<30} {statistics.median(batched):>10,.0f} "
           f"{runs_batched:>28} {'':>8} {'':>8}")
     print()

@@ -51,11 +51,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Sequence
 
 import numpy as np
+
+from i2v_stream import _topn
 
 from i2v_stream.model import UnknownIdError
 from i2v_stream.store import StoreView
@@ -63,6 +66,47 @@ from i2v_stream.store import StoreView
 logger = logging.getLogger(__name__)
 
 __all__ = ["StoreReader", "UnknownIdError"]
+
+
+# Below this many items one matrix-vector product is cheap enough on its own;
+# a portable build (no vector instructions for the byte dot) never uses it.
+QUANTIZED_MIN_ITEMS = 20_000 if _topn.NATIVE_BUILD else sys.maxsize
+
+
+class QuantizedItems:
+    """An int8 copy of the scoring matrix for exact top-N (see ``_topn``).
+
+    Kept in step with the float32 rows by :meth:`update`; rows past the
+    float matrix's valid prefix are ignored by callers.
+    """
+
+    def __init__(self, items: np.ndarray):
+        self.codes, self.scales, self.norms_l1 = _topn.quantize_rows(
+            items if items.ndim == 2 else np.zeros((0, 0), np.float32))
+
+    def update(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        needed = int(rows.max()) + 1 if len(rows) else 0
+        if needed > len(self.scales):
+            capacity = max(needed, 2 * len(self.scales), 1024)
+            width = max(self.codes.shape[1], _topn.quantize_rows(vectors[:1])[0].shape[1])
+            codes = np.full((capacity, width), 128, dtype=np.uint8)
+            codes[: len(self.codes), : self.codes.shape[1]] = self.codes
+            self.codes = codes
+            self.scales = _extended(self.scales, capacity)
+            self.norms_l1 = _extended(self.norms_l1, capacity)
+        _topn.set_rows(self.codes, self.scales, self.norms_l1, rows, vectors)
+
+    def candidates(self, n_rows: int, query: np.ndarray, prior, k: int) -> np.ndarray:
+        """Rows among the first ``n_rows`` that may be in the top ``k``."""
+        return _topn.candidates(self.codes[:n_rows], self.scales[:n_rows],
+                                self.norms_l1[:n_rows], query,
+                                None if prior is None else prior[:n_rows], k)
+
+
+def _extended(array: np.ndarray, capacity: int) -> np.ndarray:
+    out = np.zeros(capacity, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 class StoreReader:
@@ -91,6 +135,7 @@ class StoreReader:
         self._view = StoreView.open_secondary(path, secondary_path)
         # rows of the scoring matrix: unit item vectors (cosine) or the vectors (dot)
         self._items = np.zeros((0, 0), dtype=np.float32)
+        self._quantized = QuantizedItems(self._items)
         self._item_ids: list = []
         self._n_items = 0
         self._commit_seq = -1
@@ -156,6 +201,7 @@ class StoreReader:
             if len(rows):
                 records = self._view.read_item_rows(rows)
                 self._items[rows] = self._scoring_rows(records["vector"])
+                self._quantized.update(rows, self._items[rows])
                 if self._prior is not None:
                     self._prior[rows] = self._prior_of(records["count"])
             self._n_items, self._commit_seq = n_items, new_seq
@@ -187,6 +233,7 @@ class StoreReader:
         self._commit_seq = view.commit_seq
         if not view.initialised:
             self._items = np.zeros((0, 0), dtype=np.float32)
+            self._quantized = QuantizedItems(self._items)
             self._item_ids, self._n_items = [], 0
             return
         params = view.metadata().get("params", {})
@@ -195,6 +242,7 @@ class StoreReader:
         self._popularity_prior = float(params.get("popularity_prior", 0.0))
         records = view.read_items()
         self._items = self._scoring_rows(records["vector"])
+        self._quantized = QuantizedItems(self._items)
         self._prior = self._prior_of(records["count"]) if self._popularity_prior else None
         self._item_ids = view.read_item_ids()
         self._n_items = len(self._item_ids)
@@ -299,6 +347,24 @@ class StoreReader:
         ids = self._item_ids
         return [(ids[r], float(scores[r])) for r in top]
 
+    def _top_quantized(self, vector: np.ndarray, n: int, exclude,
+                       prior: bool) -> list[tuple[Any, float]]:
+        # The same answer as _top(_scores(...)): the int8 pass keeps every row
+        # that can reach the top n + len(exclude), those are rescored exactly.
+        if self._cosine:
+            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        prior_rows = self._prior if prior else None
+        n_exclude = 0 if exclude is None else len(exclude)
+        rows = self._quantized.candidates(self._n_items, vector, prior_rows, n + n_exclude)
+        if n_exclude:
+            rows = rows[~np.isin(rows, exclude)]
+        scores = self._items[rows] @ vector
+        if prior_rows is not None:
+            scores += prior_rows[rows]
+        order = np.lexsort((rows, -scores))[:n]
+        ids = self._item_ids
+        return [(ids[r], float(s)) for r, s in zip(rows[order], scores[order])]
+
     @staticmethod
     def _check_n(n: int) -> int:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -319,8 +385,11 @@ class StoreReader:
         with self._lock:
             self._maybe_catch_up()
             record = self._user(user)
-            scores = self._scores(np.asarray(record["vector"], dtype=np.float32), prior=True)
-            return self._top(scores, n, self._seen_rows(record) if exclude_seen else None)
+            vector = np.asarray(record["vector"], dtype=np.float32)
+            exclude = self._seen_rows(record) if exclude_seen else None
+            if self._n_items >= QUANTIZED_MIN_ITEMS:
+                return self._top_quantized(vector, n, exclude, prior=True)
+            return self._top(self._scores(vector, prior=True), n, exclude)
 
     def similar_items(self, item: Any, n: int = 10) -> list[tuple[Any, float]]:
         """Top ``n`` items most similar to ``item`` (itself excluded), best first."""
@@ -328,9 +397,10 @@ class StoreReader:
         with self._lock:
             self._maybe_catch_up()
             row = self._item_row(item)
-            vector = self._view.read_item_rows([row])["vector"][0]
-            scores = self._scores(np.asarray(vector, dtype=np.float32), prior=False)
-            return self._top(scores, n, np.array([row]))
+            vector = np.asarray(self._view.read_item_rows([row])["vector"][0], np.float32)
+            if self._n_items >= QUANTIZED_MIN_ITEMS:
+                return self._top_quantized(vector, n, np.array([row]), prior=False)
+            return self._top(self._scores(vector, prior=False), n, np.array([row]))
 
     def recommend_many(self, users: Sequence[Any], n: int = 10, exclude_seen: bool = True,
                        chunk_size: int = 256) -> list[list[tuple[Any, float]] | None]:

@@ -181,3 +181,30 @@ def test_query_command_prints_json(live, tmp_path, capsys):
     assert len(json.loads(capsys.readouterr().out)["vector"]) == 16
     assert main(["query", "recommend", "nobody", "--store", store]) == 1
     assert json.loads(capsys.readouterr().out)["error"] == "unknown user"
+
+
+@pytest.mark.parametrize("scoring,prior", [("dot", 1.0), ("cosine", 0.0)])
+def test_large_catalogues_take_the_quantised_path_with_the_same_answers(tmp_path, scoring,
+                                                                         prior, monkeypatch):
+    from i2v_stream import reader as reader_module
+
+    # Portable builds switch the int8 pass off; its answers must hold anyway.
+    monkeypatch.setattr(reader_module, "QUANTIZED_MIN_ITEMS", 20_000)
+    n_items = 20_500
+    model = new_model(scoring=scoring, popularity_prior=prior)
+    rng = np.random.default_rng(5)
+    users = [f"u{x}" for x in rng.integers(0, 50, 2 * n_items)]
+    items = list(range(n_items)) + [int(x) for x in rng.zipf(1.3, n_items) % n_items]
+    with Store.open(tmp_path / "s") as store:
+        model.learn_many(users[:n_items], items[:n_items])
+        store.commit(model, {})
+        with StoreReader(tmp_path / "s", catch_up_interval=None) as reader:
+            # and after an incremental catch-up of changed rows
+            model.learn_many(users[n_items:], items[n_items:])
+            store.commit(model, {})
+            reader.catch_up()
+            for user in ["u1", "u7", "u30"]:
+                assert_same_answer(reader.recommend(user, n=10), model.recommend(user, n=10))
+            for item in [0, 17, n_items - 1]:
+                assert_same_answer(reader.similar_items(item, n=10),
+                                   model.similar_items(item, n=10))
