@@ -81,9 +81,21 @@ def parse_args(argv=None):
 # anything i2v_stream.evaluation.evaluate_split accepts, with its keyword arguments.
 
 def our_params(args, window, **extra):
-    """The settings shared with gensim; everything else at the model's defaults."""
-    return dict(dim=args.dim, negatives=args.negatives, window=window, alpha=0.75,
-                sample=1e-3, seed=args.seed, **extra)
+    """gensim's objective and settings (no L2, its learning rate); the rest at defaults."""
+    params = dict(dim=args.dim, negatives=args.negatives, window=window, alpha=0.75,
+                  sample=1e-3, l2=0.0, learning_rate=0.025, seed=args.seed)
+    params.update(extra)
+    return params
+
+
+def train_ours_defaults(args):
+    """The model at its own defaults (its epochs, L2, no subsampling): the quality row."""
+    def train(train: Interactions):
+        model = Interact2Vec(dim=args.dim, negatives=args.negatives, seed=args.seed)
+        model.fit(train.users, train.items, train.timestamps, workers=args.workers,
+                  progress=False)
+        return model.epochs, {None: (model, dict(metric=model.scoring))}
+    return train
 
 
 def train_ours_offline(args, window, **extra):
@@ -95,9 +107,14 @@ def train_ours_offline(args, window, **extra):
     return train
 
 
+def our_online_model(args):
+    """The online learner at the model's defaults."""
+    return Interact2Vec(dim=args.dim, negatives=args.negatives, seed=args.seed)
+
+
 def train_ours_online(args):
     def train(train: Interactions):
-        model = Interact2Vec(**our_params(args, 0))
+        model = our_online_model(args)
         model.learn_many(train.users, train.items, train.timestamps)
         return 1, {None: (model, dict(metric=model.scoring))}
     return train
@@ -208,6 +225,7 @@ class Method:
 
 def methods(args):
     rows = [
+        Method("i2v offline, model defaults", train_ours_defaults(args)),
         Method("i2v offline window=0", train_ours_offline(args, 0), pair="gensim dbow_words=0"),
         # Pure cosine(user, item), as the paper scores: no popularity term added.
         Method("i2v offline window=0, popularity_prior=0",
@@ -215,7 +233,7 @@ def methods(args):
         Method("i2v offline window=5", train_ours_offline(args, 5),
                pair="gensim dbow_words=1 window=5"),
         Method("i2v online one pass", train_ours_online(args),
-               online=lambda: Interact2Vec(**our_params(args, 0))),
+               online=lambda: our_online_model(args)),
         Method("gensim dbow_words=0", train_gensim(args, ("output",), dbow_words=0),
                variants={"output": "gensim dbow_words=0 (user x syn1neg)"}),
         Method("gensim dbow_words=1 window=5",

@@ -152,13 +152,21 @@ cdef inline void vaxpy(int n, float a, const real_t *x, real_t *y, int use_blas)
         y[k] += a * x[k]
 
 
-cdef inline void vscale(int n, float a, real_t *x, int use_blas) noexcept nogil:
+cdef inline void vdecay_axpy(int n, float decay, float a, const real_t *x, real_t *y,
+                             int use_blas) noexcept nogil:
+    # y = decay * y + a * x: weight decay and the step in one pass over y.
     cdef int k
     if use_blas:
-        sscal(&n, &a, x, &ONE)
+        if decay != 1.0:
+            sscal(&n, &decay, y, &ONE)
+        saxpy(&n, &a, <real_t *>x, &ONE, y, &ONE)
+        return
+    if decay == 1.0:
+        for k in range(n):
+            y[k] += a * x[k]
         return
     for k in range(n):
-        x[k] *= a
+        y[k] = decay * y[k] + a * x[k]
 
 
 # ---------------------------------------------------------------------------
@@ -179,6 +187,7 @@ cdef double sgns_pair_update(
     cdef float score, gradient
     cdef double loss = 0.0
     cdef float label
+    cdef float decay = <float>(1.0 - learning_rate * l2) if l2 > 0.0 else 1.0
 
     memset(work, 0, dim * sizeof(real_t))
     for k in range(n_negatives + 1):
@@ -199,15 +208,11 @@ cdef double sgns_pair_update(
         # the target's share waits in work, the context row moves now.
         gradient = <float>((label - sigmoid(score, exact_sigmoid)) * learning_rate)
         vaxpy(dim, gradient, context, work, use_blas)
-        if l2 > 0.0:
-            vscale(dim, <float>(1.0 - learning_rate * l2), context, use_blas)
-        vaxpy(dim, gradient, target, context, use_blas)
+        vdecay_axpy(dim, decay, gradient, target, context, use_blas)
         if item_dirty != NULL:
             item_dirty[row] = 1
 
-    if l2 > 0.0:
-        vscale(dim, <float>(1.0 - learning_rate * l2), target, use_blas)
-    vaxpy(dim, 1.0, work, target, use_blas)
+    vdecay_axpy(dim, decay, 1.0, work, target, use_blas)
     return loss
 
 
