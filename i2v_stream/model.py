@@ -50,6 +50,11 @@ from i2v_stream import _sgns
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+
+# fit(workers > 1): tables up to this size train on private copies merged
+# every MERGED_ROUND_EVENTS events; larger ones are shared lock-free.
+MERGED_TABLE_BYTES = 8 << 20
+MERGED_ROUND_EVENTS = 50_000
 _INT_TYPES = (int, np.integer)
 
 
@@ -549,11 +554,15 @@ class Interact2Vec:
         return (sequence // step + 1) * step
 
     def _kernel(self, user_rows, item_rows, *, cursor, update_counts, learning_rate,
-                learning_rate_step, seed, first_sequence, repeats):
+                learning_rate_step, seed, first_sequence, repeats, tables=None):
+        # tables: (user, item, item input, recent items) to train instead of
+        # the model's own (the private copies of a merged parallel round).
+        users, items, item_inputs, recent = tables or (
+            self._user_table, self._item_table, self._item_input_table, self._recent)
         loss, pairs, trained, total = _sgns.train_events(
-            self._user_table, self._item_table, self._item_input_table,
+            users, items, item_inputs,
             user_rows, item_rows,
-            cursor, self._item_counts, self._recent, self._user_dirty, self._item_dirty,
+            cursor, self._item_counts, recent, self._user_dirty, self._item_dirty,
             self._noise_prob, self._noise_alias,
             negatives=self.negatives, window=self.window, sample=self.sample,
             learning_rate=learning_rate, learning_rate_step=learning_rate_step,
@@ -623,10 +632,16 @@ class Interact2Vec:
         Afterwards the model continues online as if it had seen the events once
         (``events_seen`` and counts grow by ``len(users)``).
 
-        ``workers > 1`` runs threads on disjoint slices of each epoch, updating
-        shared rows without locks (Hogwild): results are then reproducible only
-        to a tolerance. With ``workers=1`` they are bit-identical for the same
-        seed and input order.
+        ``workers > 1`` runs threads on disjoint slices of each epoch. Tables of
+        up to ``MERGED_TABLE_BYTES`` (small catalogues, whose few hot item rows
+        threads would otherwise fight over) are trained in rounds of
+        ``MERGED_ROUND_EVENTS`` events on private copies per thread, and the
+        shared tables then take the sum of the threads' changes; the result is
+        bit-identical for the same seed, input order and number of workers.
+        Larger tables are shared by the threads without locks (Hogwild), and
+        results are then reproducible only to a tolerance. Either way the
+        recent-items rings are rebuilt from the events afterwards. With
+        ``workers=1`` results are bit-identical for the same seed and order.
 
         ``progress``: a progress bar on stderr; default only when stderr is a
         terminal.
@@ -664,6 +679,8 @@ class Interact2Vec:
         finally:
             if bar is not None:
                 bar.close()
+        if workers > 1:
+            self._rebuild_recent(user_rows, item_rows, start_cursor)
         self._user_counts[:] = final_user_counts
         self._events_seen += n_events
         self._unit_items = None
@@ -673,27 +690,81 @@ class Interact2Vec:
 
     def _fit_epoch(self, user_rows, item_rows, cursor, seed, step_offset, lr_step, workers):
         n_events = len(user_rows)
-        bounds = np.linspace(0, n_events, workers + 1).astype(np.int64)
-        results = [None] * workers
-
-        def work(k):
-            lo, hi = int(bounds[k]), int(bounds[k + 1])
-            loss, pairs, _, _ = self._kernel(
-                user_rows[lo:hi], item_rows[lo:hi], cursor=cursor, update_counts=False,
-                learning_rate=self.learning_rate - (step_offset + lo) * lr_step,
-                learning_rate_step=lr_step, seed=seed, first_sequence=lo, repeats=1,
-            )
-            results[k] = (loss, pairs)
-
         if workers == 1:
-            work(0)
-        else:
-            threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            return self._fit_slice(user_rows, item_rows, 0, n_events, cursor, seed,
+                                   step_offset, lr_step)[:2]
+        table_bytes = (self.n_users + self.n_items * (2 if self.window else 1)) * self.dim * 4
+        if table_bytes <= MERGED_TABLE_BYTES:
+            return self._fit_epoch_merged(user_rows, item_rows, cursor, seed, step_offset,
+                                          lr_step, workers)
+        return self._fit_epoch_hogwild(user_rows, item_rows, cursor, seed, step_offset,
+                                       lr_step, workers)
+
+    def _fit_slice(self, user_rows, item_rows, lo, hi, cursor, seed, step_offset, lr_step,
+                   tables=None):
+        loss, pairs, _, _ = self._kernel(
+            user_rows[lo:hi], item_rows[lo:hi], cursor=cursor, update_counts=False,
+            learning_rate=self.learning_rate - (step_offset + lo) * lr_step,
+            learning_rate_step=lr_step, seed=seed, first_sequence=lo, repeats=1,
+            tables=tables,
+        )
+        return loss, pairs
+
+    def _fit_epoch_hogwild(self, user_rows, item_rows, cursor, seed, step_offset, lr_step,
+                           workers):
+        # Threads on disjoint slices of the epoch share every table, lock-free.
+        bounds = np.linspace(0, len(user_rows), workers + 1).astype(np.int64)
+        results = _run_threads(workers, lambda k: self._fit_slice(
+            user_rows, item_rows, int(bounds[k]), int(bounds[k + 1]), cursor, seed,
+            step_offset, lr_step))
         return sum(r[0] for r in results), sum(r[1] for r in results)
+
+    def _fit_epoch_merged(self, user_rows, item_rows, cursor, seed, step_offset, lr_step,
+                          workers):
+        # Rounds of MERGED_ROUND_EVENTS: each thread trains its slice of the
+        # round on private copies of the tables, then the tables take the sum
+        # of the threads' changes. No row is written by two threads, so a
+        # small catalogue (whose hot item rows lock-free threads would fight
+        # over) scales, and the result depends only on the number of workers.
+        n_users, n_items = self.n_users, self.n_items
+        shared = [self._user_table[:n_users], self._item_table[:n_items]]
+        if self.window:
+            shared.append(self._item_input_table[:n_items])
+        loss_sum, pairs_sum = 0.0, 0
+        for start in range(0, len(user_rows), MERGED_ROUND_EVENTS):
+            stop = min(len(user_rows), start + MERGED_ROUND_EVENTS)
+            bounds = np.linspace(start, stop, workers + 1).astype(np.int64)
+            private = [[table.copy() for table in shared] for _ in range(workers)]
+            cursors = [cursor.copy() for _ in range(workers)]
+            recents = [self._recent[:n_users].copy() for _ in range(workers)]
+
+            def work(k):
+                tables = private[k] + [None] * (3 - len(shared)) + [recents[k]]
+                return self._fit_slice(user_rows, item_rows, int(bounds[k]),
+                                       int(bounds[k + 1]), cursors[k], seed, step_offset,
+                                       lr_step, tables=tuple(tables))
+
+            for loss, pairs in _run_threads(workers, work):
+                loss_sum += loss
+                pairs_sum += pairs
+            for index, table in enumerate(shared):
+                table *= 1 - workers
+                for copies in private:
+                    table += copies[index]
+        return loss_sum, pairs_sum
+
+    def _rebuild_recent(self, user_rows, item_rows, start_cursor) -> None:
+        """Each user's ring as a sequential pass over the events would leave it."""
+        if not self.history_size or not len(user_rows):
+            return
+        order = np.argsort(user_rows, kind="stable")
+        users = user_rows[order]
+        first = np.searchsorted(users, users, side="left")
+        position = np.arange(len(users)) - first  # k-th event of its user in this pass
+        slots = (start_cursor[users] + position) % self.history_size
+        last = np.searchsorted(users, users, side="right") - 1 - np.arange(len(users))
+        keep = last < self.history_size  # only a user's last history_size events survive
+        self._recent[users[keep], slots[keep]] = item_rows[order][keep]
 
     # ------------------------------------------------------------------
     # Reading
@@ -845,6 +916,21 @@ class Interact2Vec:
 
 # ----------------------------------------------------------------------
 # Helpers
+
+
+def _run_threads(workers: int, work) -> list:
+    """``[work(0), ..., work(workers - 1)]``, each in its own thread."""
+    results = [None] * workers
+
+    def run(k):
+        results[k] = work(k)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

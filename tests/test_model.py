@@ -74,14 +74,34 @@ def test_fit_is_deterministic_with_one_worker(planted):
     np.testing.assert_array_equal(a.item_vectors, b.item_vectors)
 
 
-def test_fit_with_threads_matches_one_thread_in_quality(planted):
+@pytest.mark.parametrize("merged", [True, False])
+def test_fit_with_threads_matches_one_thread_in_quality(planted, merged, monkeypatch):
+    from i2v_stream import model as model_module
+
+    # Small tables train on merged private copies; large ones lock-free.
+    monkeypatch.setattr(model_module, "MERGED_TABLE_BYTES", 1 << 40 if merged else 0)
+    monkeypatch.setattr(model_module, "MERGED_ROUND_EVENTS", 2000)
     data = planted.interactions
     one = _small(dim=32).fit(data.users, data.items, epochs=10)
     two = _small(dim=32).fit(data.users, data.items, epochs=10, workers=2)
-    # Lock-free threads are not bit-identical, but reach the same quality.
     purity = [group_purity({u: m.recommend(u) for u in m.user_ids}, planted.user_group,
                            planted.item_group) for m in (one, two)]
     assert abs(purity[0] - purity[1]) < 0.05
+    # Whatever the threads did to the rings, fit leaves each user's last items.
+    np.testing.assert_array_equal(one.state().recent_items, two.state().recent_items)
+    np.testing.assert_array_equal(one.user_counts, two.user_counts)
+
+
+def test_merged_threads_are_deterministic(planted, monkeypatch):
+    from i2v_stream import model as model_module
+
+    monkeypatch.setattr(model_module, "MERGED_ROUND_EVENTS", 1500)
+    data = planted.interactions
+    runs = [_small(window=2).fit(data.users, data.items, epochs=3, workers=2)
+            for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].user_vectors, runs[1].user_vectors)
+    np.testing.assert_array_equal(runs[0].item_vectors, runs[1].item_vectors)
+    np.testing.assert_array_equal(runs[0].item_input_vectors, runs[1].item_input_vectors)
 
 
 def test_new_ids_mid_stream_get_rows_and_counts():
