@@ -40,8 +40,12 @@ def event(user, item, ts=None):
     return json.dumps(body).encode()
 
 
-class Store:
-    """A stand-in for the daemon's store: next offsets per partition, applied events."""
+class AppliedLog:
+    """What the test consumer applied: next offsets per partition and the events.
+
+    The source is tested on its own here; the RocksDB store behind it is
+    exercised end to end in test_pipeline.py and test_exactly_once.py.
+    """
 
     def __init__(self):
         self.offsets = {}
@@ -83,7 +87,7 @@ def test_consumes_every_event_with_next_offsets(kafka_bootstrap, topic, fast_gro
     name = topic(partitions=2)
     produce(kafka_bootstrap, name, [event(i, i + 100, ts=i) for i in range(10)], partition=0)
     produce(kafka_bootstrap, name, [event(f"u{i}", "x") for i in range(5)], partition=1)
-    store = Store()
+    store = AppliedLog()
     with make_source(kafka_bootstrap, [name], "g-all", store, fast_group_config) as source:
         drain(source, store, 15)
         assert sorted(store.offsets.items()) == [
@@ -101,7 +105,7 @@ def test_assignment_seeks_to_stored_offsets_not_kafka_commits(
     name = topic(partitions=1)
     tp = TopicPartition(name, 0)
     produce(kafka_bootstrap, name, [event(i, i) for i in range(10)])
-    store = Store()
+    store = AppliedLog()
     store.offsets[tp] = 7
     with make_source(kafka_bootstrap, [name], "g-seek", store, fast_group_config) as source:
         drain(source, store, 3)
@@ -123,7 +127,7 @@ def test_commit_to_kafka_is_visible_to_lag_exporters(kafka_bootstrap, topic, fas
     name = topic(partitions=1)
     tp = TopicPartition(name, 0)
     produce(kafka_bootstrap, name, [event(i, i) for i in range(6)])
-    store = Store()
+    store = AppliedLog()
     with make_source(kafka_bootstrap, [name], "g-commit", store, fast_group_config) as source:
         drain(source, store, 6)
         assert source.commit_to_kafka(store.offsets, sync=True)
@@ -139,7 +143,7 @@ def test_lag_counts_from_consumed_position(kafka_bootstrap, topic, fast_group_co
     name = topic(partitions=1)
     tp = TopicPartition(name, 0)
     produce(kafka_bootstrap, name, [event(i, i) for i in range(8)])
-    store = Store()
+    store = AppliedLog()
     with make_source(kafka_bootstrap, [name], "g-lag", store, fast_group_config) as source:
         deadline = time.monotonic() + 20
         while not store.applied and time.monotonic() < deadline:
@@ -155,7 +159,7 @@ def test_bad_messages_are_skipped_counted_and_dead_lettered(
     dead = topic(partitions=1)
     values = [event(1, 1), b"{oops", event(2, 2), b'{"user": true, "item": 1}', event(3, 3)]
     produce(kafka_bootstrap, name, values)
-    store = Store()
+    store = AppliedLog()
     with make_source(
         kafka_bootstrap, [name], "g-dlq", store, fast_group_config, dead_letter_topic=dead
     ) as source:
@@ -187,7 +191,7 @@ def test_bad_messages_are_skipped_counted_and_dead_lettered(
 def test_all_bad_batch_still_advances_offsets(kafka_bootstrap, topic, fast_group_config):
     name = topic(partitions=1)
     produce(kafka_bootstrap, name, [b"", b"\xff", b"[]"])
-    store = Store()
+    store = AppliedLog()
     with make_source(kafka_bootstrap, [name], "g-allbad", store, fast_group_config) as source:
         deadline = time.monotonic() + 20
         while not store.offsets and time.monotonic() < deadline:
@@ -234,7 +238,7 @@ def test_rebalance_between_two_members_applies_each_event_once(
             kafka_bootstrap, name,
             [event(f"p{partition}", i) for i in range(n_per_partition)], partition=partition,
         )
-    store = Store()
+    store = AppliedLog()
     first = Member(
         make_source(kafka_bootstrap, [name], "g-rebalance", store, fast_group_config), store
     )
@@ -275,7 +279,7 @@ def test_failing_stored_offsets_keeps_partitions_paused(
     name = topic(partitions=1)
     tp = TopicPartition(name, 0)
     produce(kafka_bootstrap, name, [event(i, i) for i in range(5)])
-    store = Store()
+    store = AppliedLog()
     store.offsets[tp] = 2
     failures = {"left": 2}
 
@@ -310,7 +314,7 @@ def test_survives_a_broker_pause(embedded_broker, fast_group_config):
     bootstrap = embedded_broker.bootstrap
     embedded_broker.create_topic("outage", 1)
     produce(bootstrap, "outage", [event(i, i) for i in range(3)])
-    store = Store()
+    store = AppliedLog()
     source = make_source(bootstrap, ["outage"], "g-outage", store, fast_group_config)
     try:
         drain(source, store, 3)
