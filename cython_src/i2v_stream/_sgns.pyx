@@ -333,7 +333,7 @@ def train_events(
     int negatives, int window, double sample,
     double learning_rate, double learning_rate_step=0.0, double min_learning_rate=0.0,
     double l2=0.0, bint exact_sigmoid=False, bint update_counts=True, int repeats=1,
-    bint use_blas=True,
+    use_blas=None,
     long long total_count=0, unsigned long long seed=0, long long first_sequence=0,
 ):
     """Apply a batch of events in order, without the GIL.
