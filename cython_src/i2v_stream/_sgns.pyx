@@ -102,9 +102,10 @@ cdef inline int32_t draw_noise(const NoiseTable *noise, uint64_t *state) noexcep
     cdef uint64_t r = splitmix64(state)
     cdef int64_t cell = <int64_t>(((r >> 32) * <uint64_t>noise.n_rows) >> 32)
     cdef float coin = (r & 0xFFFFFF) * (1.0 / 16777216.0)
-    if coin < noise.prob[cell]:
-        return <int32_t>cell
-    return noise.alias[cell]
+    # Both candidates are loaded so that the choice compiles to a conditional
+    # move: the coin is random, and a branch on it would mispredict half the time.
+    cdef int32_t other = noise.alias[cell]
+    return <int32_t>cell if coin < noise.prob[cell] else other
 
 
 # ---------------------------------------------------------------------------
