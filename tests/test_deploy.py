@@ -29,7 +29,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "i2v-stream.json"
 K8S_DIR = DEPLOY / "k8s"
 SYSTEMD_DIR = DEPLOY / "systemd"
 
-#: The metric names of notes/CONTRACTS.md and their types. Series of a histogram
+#: The metric names of the README's metrics reference and their types. Series of a histogram
 #: ``x`` are ``x_bucket``, ``x_sum`` and ``x_count``; a counter's name ends in
 #: ``_total``.
 CONTRACT_METRICS = {
