@@ -437,7 +437,7 @@ class Interact2Vec:
         model._items = IdIndex(normalize_id(key) for key in state.item_ids)
         if len(model._users) != n_users or len(model._items) != n_items:
             raise ValueError("state.user_ids and state.item_ids must not repeat an id")
-        model._grow(n_users, n_items, initialise=False)
+        model._grow(n_users, n_items)
         model._user_table[:n_users] = state.user_vectors
         model._item_table[:n_items] = state.item_vectors
         if model.window:
@@ -462,8 +462,8 @@ class Interact2Vec:
     # ------------------------------------------------------------------
     # Tables
 
-    def _grow(self, n_users: int, n_items: int, initialise: bool = True) -> None:
-        """Make room for ``n_users`` and ``n_items`` rows; initialise new ones."""
+    def _grow(self, n_users: int, n_items: int) -> None:
+        """Make room for ``n_users`` and ``n_items`` rows (their values are set elsewhere)."""
         if n_users > self._capacity_users:
             capacity = _next_capacity(self._capacity_users, n_users)
             self._user_table = _resized(self._user_table, capacity)
@@ -480,8 +480,6 @@ class Interact2Vec:
             self._noise_counts = _resized(self._noise_counts, capacity)
             self._item_dirty = _resized(self._item_dirty, capacity)
             self._capacity_items = capacity
-        if not initialise:
-            return
 
     def _initialise_rows(self, old_users: int, old_items: int) -> None:
         # Each table gets its own seed so that user row r and item row r differ.
@@ -591,11 +589,12 @@ class Interact2Vec:
         -------
         BatchStats
         """
-        user_rows, item_rows = self._rows_for(users, items)
-        if timestamps is not None and len(timestamps) != len(user_rows):
+        # Checked before any id is added: a refused batch leaves no trace.
+        if timestamps is not None and len(timestamps) != len(users):
             raise ValueError(
                 f"timestamps must have the same length as users, got {len(timestamps)} "
-                f"and {len(user_rows)}")
+                f"and {len(users)}")
+        user_rows, item_rows = self._rows_for(users, items)
         self._unit_items = None
         loss_sum, pairs_sum, trained_sum = 0.0, 0, 0
         start, n_events = 0, len(user_rows)
@@ -603,7 +602,8 @@ class Interact2Vec:
         # Cut the batch at the noise-table rebuild points of the global sequence.
         while start < n_events:
             sequence = self._events_seen
-            stop = min(n_events, start + self._next_refresh(sequence) - sequence)
+            refresh_at = self._next_refresh(sequence)
+            stop = min(n_events, start + refresh_at - sequence)
             loss, pairs, trained, total = self._kernel(
                 user_rows[start:stop], item_rows[start:stop], cursor=self._user_counts,
                 update_counts=True, learning_rate=self.learning_rate,
@@ -615,7 +615,7 @@ class Interact2Vec:
             loss_sum += loss
             pairs_sum += pairs
             trained_sum += trained
-            if self._events_seen == self._next_refresh(sequence):
+            if self._events_seen == refresh_at:
                 self._refresh_noise()
             start = stop
 
@@ -739,10 +739,11 @@ class Interact2Vec:
             recents = [self._recent[:n_users].copy() for _ in range(workers)]
 
             def work(k):
-                tables = private[k] + [None] * (3 - len(shared)) + [recents[k]]
+                users, items = private[k][0], private[k][1]
+                item_inputs = private[k][2] if self.window else None
                 return self._fit_slice(user_rows, item_rows, int(bounds[k]),
                                        int(bounds[k + 1]), cursors[k], seed, step_offset,
-                                       lr_step, tables=tuple(tables))
+                                       lr_step, tables=(users, items, item_inputs, recents[k]))
 
             for loss, pairs in _run_threads(workers, work):
                 loss_sum += loss

@@ -264,6 +264,10 @@ def test_window_larger_than_history_is_refused():
         Interact2Vec(window=5, history_size=4)
 
 
-def test_mismatched_lengths_are_refused():
+def test_mismatched_lengths_are_refused_and_add_nothing():
+    model = _small()
     with pytest.raises(ValueError, match="same length"):
-        _small().learn_many([1, 2], [1])
+        model.learn_many([1, 2], [1])
+    with pytest.raises(ValueError, match="timestamps must have the same length"):
+        model.learn_many([1, 2], [1, 2], timestamps=[0.0])
+    assert model.user_ids == [] and model.item_ids == []
