@@ -13,8 +13,10 @@ What it does, in order:
    ``u.data``, CSV or JSON lines), replayed in time order. Events are keyed by
    user, so each user's events keep their order in one partition. A progress
    line goes to stderr.
-4. After ``--sample-after`` seconds, fetch a few recommendations and similar
-   items from the HTTP API and print them with the URLs of the API and of both
+4. After ``--sample-after`` seconds, and once the query service has seen
+   ``--sample-min-events`` events (a loaded machine may apply the stream more
+   slowly than it is produced), fetch a few recommendations and similar items
+   from the HTTP API and print them with the URLs of the API and of both
    ``/metrics`` endpoints.
 5. Keep streaming (a generated stream restarts from its first event once the
    stream is used up; a file is sent once) until Ctrl-C, SIGTERM or
@@ -85,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-after", type=float, default=20.0, metavar="S",
                         help="seconds of streaming before sample queries are printed "
                              "(default 20)")
+    parser.add_argument("--sample-min-events", type=int, default=None, metavar="N",
+                        help="print the samples only once the query service has seen N "
+                             "events (default: 25 per user of a generated stream, so that "
+                             "the planted groups are learnt; 0 for --input)")
     parser.add_argument("--input", default=None, metavar="FILE",
                         help="replay this interactions file (MovieLens u.data, CSV or JSON "
                              "lines) instead of a generated stream")
@@ -327,10 +333,15 @@ def _group_note(ids: list, group: int | None, groups: dict | None) -> str:
     return f"   [{same}/{len(ids)} from group {group}]"
 
 
-def print_samples(client, api: str, producer: Producer, stream: Stream, out) -> bool:
-    """Print recommendations for 3 active users and neighbours of 3 popular items."""
+def print_samples(client, api: str, producer: Producer, stream: Stream, out,
+                  min_events: int = 0) -> bool:
+    """Print recommendations for 3 active users and neighbours of 3 popular items.
+
+    Prints nothing and returns False until the query service answers and has
+    seen at least ``min_events`` events.
+    """
     ready = client.get(f"{api}/readyz", timeout=2.0)
-    if ready.status_code != 200:
+    if ready.status_code != 200 or (ready.json().get("events_seen") or 0) < min_events:
         return False
     shown = 0
     for user, n_events in producer.typical_users(3):
@@ -430,6 +441,9 @@ def run_demo(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
         with httpx.Client() as client:
             wait_http(client, f"{api}/healthz", time.monotonic() + 30, stop)
             sample_at = started + args.sample_after
+            min_events = args.sample_min_events
+            if min_events is None:
+                min_events = 0 if args.input else 25 * args.users
             sampled = False
             tty = err.isatty()
             last_progress = 0.0
@@ -453,7 +467,8 @@ def run_demo(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
                 if not sampled and now >= sample_at:
                     if tty:
                         err.write("\n")
-                    sampled = print_samples(client, api, producer, stream, out)
+                    sampled = print_samples(client, api, producer, stream, out,
+                                            min_events)
                     if sampled:
                         out.write(f"\nquery API:              {api}  (docs: {api}/docs)\n"
                                   f"query service metrics:  {api}/metrics\n"
@@ -465,8 +480,8 @@ def run_demo(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
                         sample_at = now + 1.0
                 stop.wait(0.2)
             if not sampled:
-                out.write("no sample answers yet (the daemon had not committed); "
-                          f"see {workdir}/daemon.log\n")
+                out.write(f"no sample answers yet (the query service had not seen "
+                          f"{min_events:,} committed events); see {workdir}/daemon.log\n")
         if err.isatty():
             err.write("\n")
     except (DemoError, BrokerError) as exc:
@@ -491,7 +506,10 @@ def run_demo(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sample_min_events is not None and args.sample_min_events < 0:
+        parser.error(f"--sample-min-events must be >= 0, got {args.sample_min_events}")
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not _broker_available(),
 
 def run_demo(tmp_path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "services.demo", "--workdir", str(tmp_path / "demo"),
-               "--rate", "3000", "--sample-after", "12", "--duration", "20", *extra]
+               "--rate", "3000", "--sample-after", "10", "--duration", "30", *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -46,6 +46,12 @@ def test_demo_prints_samples_and_urls_and_exits_cleanly(tmp_path):
     for log in ("broker.log", "daemon.log", "serve.log"):
         assert (tmp_path / "demo" / log).is_file()
     assert "stopped daemon" in result.stderr and "rc=0" in result.stderr
+
+
+def test_demo_refuses_a_negative_sample_threshold(tmp_path):
+    result = run_demo(tmp_path, "--sample-min-events", "-1")
+    assert result.returncode == 2
+    assert "--sample-min-events must be >= 0, got -1" in result.stderr
 
 
 def test_demo_replays_a_movielens_file(tmp_path):
