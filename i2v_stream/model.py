@@ -38,8 +38,10 @@ import json
 import logging
 import os
 import sys
+import operator
 import threading
 from dataclasses import dataclass
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -130,20 +132,26 @@ class IdIndex:
 
     def rows_for(self, keys: Sequence) -> np.ndarray:
         """Rows of ``keys``, adding unseen ids in order of first sight."""
-        # Known ids are looked up by map() over dict.get, in C; only the
-        # unseen ones (and any bool, which would hash like 0 or 1) take the
-        # slow path, which validates and adds them one by one.
+        # Lookups run as map() over dict.get, in C. Keys of any type but str
+        # and int (a bool would hash like 0 or 1, a float like an int) are
+        # validated and normalised first; unseen ids are added once each.
         found = list(map(self.rows.get, keys))
-        if None in found or bool in set(map(type, keys)):
+        odd_types = set(map(type, keys)) - {str, int}
+        if None in found or odd_types:
             known = len(self.ids)
             try:
-                for position, key in enumerate(keys):
-                    if found[position] is None or isinstance(key, bool):
-                        found[position] = self.add(normalize_id(key))
+                if odd_types:
+                    keys = [normalize_id(key) for key in keys]
+                    found = list(map(self.rows.get, keys))
+                unseen = dict.fromkeys(compress(keys, map(operator.is_, found, repeat(None))))
+                for key in unseen:
+                    self.add(normalize_id(key))
             except ValueError:
                 # A bad id anywhere in the batch adds none of the batch's new ids.
                 self.truncate(known)
                 raise
+            if unseen:
+                found = list(map(self.rows.get, keys))
         return np.fromiter(found, dtype=np.int32, count=len(found))
 
     def truncate(self, n: int) -> None:
@@ -553,14 +561,15 @@ class Interact2Vec:
 
     def _kernel(self, user_rows, item_rows, *, cursor, update_counts, learning_rate,
                 learning_rate_step, seed, first_sequence, repeats, tables=None):
-        # tables: (user, item, item input, recent items) to train instead of
-        # the model's own (the private copies of a merged parallel round).
-        users, items, item_inputs, recent = tables or (
-            self._user_table, self._item_table, self._item_input_table, self._recent)
+        # tables: (user, item, item input, recent items, user dirty, item dirty)
+        # to train instead of the model's own (a thread's private copies).
+        users, items, item_inputs, recent, user_dirty, item_dirty = tables or (
+            self._user_table, self._item_table, self._item_input_table, self._recent,
+            self._user_dirty, self._item_dirty)
         loss, pairs, trained, total = _sgns.train_events(
             users, items, item_inputs,
             user_rows, item_rows,
-            cursor, self._item_counts, recent, self._user_dirty, self._item_dirty,
+            cursor, self._item_counts, recent, user_dirty, item_dirty,
             self._noise_prob, self._noise_alias,
             negatives=self.negatives, window=self.window, sample=self.sample,
             learning_rate=learning_rate, learning_rate_step=learning_rate_step,
@@ -639,8 +648,10 @@ class Interact2Vec:
         shared tables then take the sum of the threads' changes; the result is
         bit-identical for the same seed, input order and number of workers.
         Larger tables are shared by the threads without locks (Hogwild), and
-        results are then reproducible only to a tolerance. Either way the
-        recent-items rings are rebuilt from the events afterwards. With
+        results are then reproducible only to a tolerance. Either way each
+        thread starts its slice from the recent-items rings a sequential pass
+        would have there, so ``window > 0`` trains the same item->item pairs as
+        one thread, and the rings end as one thread leaves them. With
         ``workers=1`` results are bit-identical for the same seed and order.
 
         ``progress``: a progress bar on stderr; default only when stderr is a
@@ -679,7 +690,7 @@ class Interact2Vec:
         finally:
             if bar is not None:
                 bar.close()
-        if workers > 1:
+        if workers > 1 and not self.window:
             self._rebuild_recent(user_rows, item_rows, start_cursor)
         self._user_counts[:] = final_user_counts
         self._events_seen += n_events
@@ -710,13 +721,53 @@ class Interact2Vec:
         )
         return loss, pairs
 
+    def _thread_bookkeeping(self, user_rows, item_rows, bounds, cursor) -> list[tuple]:
+        """Per thread of a slice: (cursor, rings, user dirty flags, item dirty flags).
+
+        Threads never write shared bookkeeping: a byte array of dirty flags
+        written by two cores moves its cache lines between them on every
+        event. With ``window > 0`` thread k starts from the cursor and rings a
+        sequential pass would have at ``bounds[k]``, so every item->item pair
+        is trained as in one thread. With ``window=0`` the rings are never read
+        while training and :meth:`_rebuild_recent` recomputes them after the
+        fit, so threads get empty rings and skip the writes.
+        """
+        n_users, n_items = self.n_users, self.n_items
+        out = []
+        start_cursor, ring = cursor, self._recent[:n_users]
+        for k in range(len(bounds) - 1):
+            start_cursor, ring = start_cursor.copy(), ring.copy() if self.window else ring
+            if k and self.window:
+                lo, hi = int(bounds[k - 1]), int(bounds[k])
+                _sgns.advance_history(user_rows[lo:hi], item_rows[lo:hi], start_cursor, ring)
+            out.append((start_cursor,
+                        ring if self.window else np.empty((n_users, 0), dtype=np.int32),
+                        np.zeros(n_users, dtype=np.uint8), np.zeros(n_items, dtype=np.uint8)))
+        return out
+
+    def _end_threaded_slice(self, books: list[tuple], cursor) -> None:
+        # The last thread ends where a sequential pass over the slice would:
+        # its cursor and rings carry on; every thread's dirty flags count.
+        n_users, n_items = self.n_users, self.n_items
+        if self.window:
+            cursor[:] = books[-1][0]
+            self._recent[:n_users] = books[-1][1]
+        for _, _, user_dirty, item_dirty in books:
+            self._user_dirty[:n_users] |= user_dirty
+            self._item_dirty[:n_items] |= item_dirty
+
     def _fit_epoch_hogwild(self, user_rows, item_rows, cursor, seed, step_offset, lr_step,
                            workers):
-        # Threads on disjoint slices of the epoch share every table, lock-free.
+        # Threads on disjoint slices of the epoch share the vector tables,
+        # lock-free; each keeps its own cursor, rings and dirty flags.
         bounds = np.linspace(0, len(user_rows), workers + 1).astype(np.int64)
+        books = self._thread_bookkeeping(user_rows, item_rows, bounds, cursor)
+        item_inputs = self._item_input_table if self.window else None
         results = _run_threads(workers, lambda k: self._fit_slice(
-            user_rows, item_rows, int(bounds[k]), int(bounds[k + 1]), cursor, seed,
-            step_offset, lr_step))
+            user_rows, item_rows, int(bounds[k]), int(bounds[k + 1]), books[k][0], seed,
+            step_offset, lr_step,
+            tables=(self._user_table, self._item_table, item_inputs, *books[k][1:])))
+        self._end_threaded_slice(books, cursor)
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
     def _fit_epoch_merged(self, user_rows, item_rows, cursor, seed, step_offset, lr_step,
@@ -735,19 +786,19 @@ class Interact2Vec:
             stop = min(len(user_rows), start + MERGED_ROUND_EVENTS)
             bounds = np.linspace(start, stop, workers + 1).astype(np.int64)
             private = [[table.copy() for table in shared] for _ in range(workers)]
-            cursors = [cursor.copy() for _ in range(workers)]
-            recents = [self._recent[:n_users].copy() for _ in range(workers)]
+            books = self._thread_bookkeeping(user_rows, item_rows, bounds, cursor)
 
             def work(k):
                 users, items = private[k][0], private[k][1]
                 item_inputs = private[k][2] if self.window else None
                 return self._fit_slice(user_rows, item_rows, int(bounds[k]),
-                                       int(bounds[k + 1]), cursors[k], seed, step_offset,
-                                       lr_step, tables=(users, items, item_inputs, recents[k]))
+                                       int(bounds[k + 1]), books[k][0], seed, step_offset,
+                                       lr_step, tables=(users, items, item_inputs, *books[k][1:]))
 
             for loss, pairs in _run_threads(workers, work):
                 loss_sum += loss
                 pairs_sum += pairs
+            self._end_threaded_slice(books, cursor)
             for index, table in enumerate(shared):
                 table *= 1 - workers
                 for copies in private:

@@ -92,6 +92,39 @@ def test_fit_with_threads_matches_one_thread_in_quality(planted, merged, monkeyp
     np.testing.assert_array_equal(one.user_counts, two.user_counts)
 
 
+@pytest.mark.parametrize("merged", [True, False])
+def test_threads_train_every_item_pair_and_mark_every_row_dirty(planted, merged,
+                                                                  monkeypatch):
+    from i2v_stream import model as model_module
+
+    monkeypatch.setattr(model_module, "MERGED_TABLE_BYTES", 1 << 40 if merged else 0)
+    monkeypatch.setattr(model_module, "MERGED_ROUND_EVENTS", 1700)
+    pairs = []
+    fit_epoch = model_module.Interact2Vec._fit_epoch
+
+    def counting(self, *args):
+        loss, n_pairs = fit_epoch(self, *args)
+        pairs.append(n_pairs)
+        return loss, n_pairs
+
+    monkeypatch.setattr(model_module.Interact2Vec, "_fit_epoch", counting)
+    data = planted.interactions
+    models = [_small(window=3, sample=0.0).fit(data.users, data.items, epochs=2, workers=w)
+              for w in (1, 2)]
+    # Each thread starts from the rings one thread would have there, so no
+    # item->item pair is lost at a slice boundary.
+    assert pairs[:2] == pairs[2:]
+    np.testing.assert_array_equal(models[0].state().recent_items,
+                                  models[1].state().recent_items)
+    # Rows changed by the threads are dirty (new rows are dirty anyway, so a
+    # second fit over known rows checks it).
+    for model, workers in zip(models, (1, 2)):
+        model.take_dirty()
+        model.fit(data.users, data.items, epochs=1, workers=workers)
+        users, items = model.take_dirty()
+        assert len(users) == model.n_users and len(items) == model.n_items
+
+
 def test_merged_threads_are_deterministic(planted, monkeypatch):
     from i2v_stream import model as model_module
 

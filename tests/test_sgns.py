@@ -155,6 +155,44 @@ def test_train_events_does_not_depend_on_batch_boundaries():
         np.testing.assert_array_equal(whole[name], split[name], err_msg=name)
 
 
+def test_fixed_counts_keep_the_same_events_as_counts_read_per_event():
+    # With fixed counts a batch longer than the catalogue reads each item's
+    # keep probability from a table computed once; shorter batches compute
+    # it per event. Both must keep and train exactly the same events.
+    rng = np.random.default_rng(5)
+    users = rng.integers(0, 4, 40).astype(np.int32)
+    items = rng.choice(6, 40, p=[0.5, 0.2, 0.1, 0.1, 0.05, 0.05]).astype(np.int32)
+    counts = np.bincount(items, minlength=6).astype(np.int64)
+    options = dict(window=2, sample=0.05, update_counts=False, total_count=40)
+    whole = _batch_arrays()
+    whole["item_counts"][:] = counts
+    _, _, trained_whole, _ = _train(whole, users, items, **options)
+    split = _batch_arrays()
+    split["item_counts"][:] = counts
+    trained_split = 0
+    for start in range(0, 40, 5):  # 5 events < 6 items: counts read per event
+        trained_split += _train(split, users[start:start + 5], items[start:start + 5],
+                                first_sequence=start, **options)[2]
+    assert trained_whole == trained_split < 40
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], split[name], err_msg=name)
+
+
+def test_advance_history_moves_rings_and_cursors_as_training_does():
+    rng = np.random.default_rng(6)
+    users = rng.integers(0, 4, 30).astype(np.int32)
+    items = rng.integers(0, 6, 30).astype(np.int32)
+    trained = _batch_arrays()
+    _train(trained, users, items, window=2)
+    cursor = np.zeros(4, np.int64)
+    rings = np.full((4, 4), -1, np.int32)
+    _sgns.advance_history(users, items, cursor, rings)
+    np.testing.assert_array_equal(cursor, trained["user_cursor"])
+    np.testing.assert_array_equal(rings, trained["recent_items"])
+    with pytest.raises(ValueError, match="user_rows must be in"):
+        _sgns.advance_history(np.array([7], np.int32), np.array([0], np.int32), cursor, rings)
+
+
 @pytest.mark.parametrize("name, value, message", [
     ("user_rows", np.array([0, 9], np.int32), "user_rows must be in"),
     ("item_rows", np.array([0, 1], np.int64), "item_rows must have dtype int32"),

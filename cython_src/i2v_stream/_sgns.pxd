@@ -42,6 +42,7 @@ cdef struct TrainBatch:
     int negatives
     int window
     double sample                   # subsampling threshold, 0 = off
+    const double *keep_prob         # per item row, when the counts are fixed (NULL: online)
     double learning_rate            # for the first event of the batch
     double learning_rate_step       # decrease per event
     double min_learning_rate

@@ -217,6 +217,17 @@ cdef double sgns_pair_update(
     return loss
 
 
+cdef inline double keep_probability(int64_t count, int64_t total, double sample
+                                    ) noexcept nogil:
+    # word2vec's subsampling: an item of frequency z is kept with probability
+    # (sqrt(z / sample) + 1) * sample / z (1 or more: always kept).
+    cdef double z
+    if sample <= 0.0 or total <= 0 or count <= 0:
+        return 1.0
+    z = count / <double>total
+    return (sqrt(z / sample) + 1.0) * sample / z
+
+
 cdef inline int draw_negatives(
     const NoiseTable *noise, int32_t positive, int n_negatives, uint64_t *state,
     int32_t *out,
@@ -246,7 +257,7 @@ cdef void train_batch(TrainBatch *b, real_t *work) noexcept nogil:
     cdef int32_t user, item, other
     cdef int w, r, n_drawn, dim = b.dim
     cdef uint64_t state
-    cdef double lr, z, keep
+    cdef double lr, keep
     cdef int32_t negative_rows[MAX_NEGATIVES]
     cdef real_t *target
 
@@ -262,10 +273,10 @@ cdef void train_batch(TrainBatch *b, real_t *work) noexcept nogil:
             b.total_count += 1
 
         # Subsampling of frequent items, with the counts known so far.
-        keep = 1.0
-        if b.sample > 0.0 and b.total_count > 0 and b.item_counts[item] > 0:
-            z = b.item_counts[item] / <double>b.total_count
-            keep = (sqrt(z / b.sample) + 1.0) * b.sample / z
+        if b.keep_prob != NULL:
+            keep = b.keep_prob[item]
+        else:
+            keep = keep_probability(b.item_counts[item], b.total_count, b.sample)
         if keep >= 1.0 or uniform01(&state) < keep:
             b.trained_events += 1
             # Several SGD steps per event, each with fresh negatives.
@@ -461,6 +472,17 @@ def train_events(
     b.seed = seed
     b.first_sequence = first_sequence
 
+    # With fixed counts (offline passes) each item's keep probability is the
+    # same for the whole batch: computed once per row, not once per event.
+    cdef double[::1] keep
+    cdef Py_ssize_t row
+    b.keep_prob = NULL
+    if not update_counts and sample > 0.0 and n_events > n_items:
+        keep = np.empty(n_items, dtype=np.float64)
+        for row in range(n_items):
+            keep[row] = keep_probability(b.item_counts[row], total_count, sample)
+        b.keep_prob = &keep[0]
+
     work = <real_t *>malloc(dim * sizeof(real_t))
     if work == NULL:
         raise MemoryError()
@@ -470,6 +492,37 @@ def train_events(
     finally:
         free(work)
     return b.loss, b.trained_pairs, b.trained_events, b.total_count
+
+
+def advance_history(user_rows, item_rows, user_cursor, recent_items):
+    """Apply only the history bookkeeping of ``train_events`` to a run of events.
+
+    Each event enters its user's ring of recent items and moves the user's
+    cursor, exactly as training the events would, with no vector touched. A
+    threaded fit uses it to give each thread the rings a sequential pass would
+    have at the start of the thread's slice.
+    """
+    cdef cnp.ndarray ur = _check(user_rows, "user_rows", np.int32, 1)
+    cdef cnp.ndarray ir = _check(item_rows, "item_rows", np.int32, 1)
+    cdef cnp.ndarray uc = _check(user_cursor, "user_cursor", np.int64, 1)
+    cdef cnp.ndarray ri = _check(recent_items, "recent_items", np.int32, 2)
+    cdef const int32_t *users = <const int32_t *>ur.data
+    cdef const int32_t *items = <const int32_t *>ir.data
+    cdef int64_t *cursor = <int64_t *>uc.data
+    cdef int32_t *recent = <int32_t *>ri.data
+    cdef int64_t e, n_events = ur.shape[0], history_size = ri.shape[1]
+    cdef int64_t n_users = min(uc.shape[0], ri.shape[0])
+    if ir.shape[0] != n_events:
+        raise ValueError(f"user_rows and item_rows must have the same length, got "
+                         f"{n_events} and {ir.shape[0]}")
+    if n_events and (ur.min() < 0 or ur.max() >= n_users):
+        raise ValueError(f"user_rows must be in [0, {n_users}), got [{ur.min()}, "
+                         f"{ur.max()}]")
+    with nogil:
+        for e in range(n_events):
+            if history_size > 0:
+                recent[users[e] * history_size + cursor[users[e]] % history_size] = items[e]
+            cursor[users[e]] += 1
 
 
 def pair_update(target, item_vectors, int positive, negative_rows,
