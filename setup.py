@@ -27,6 +27,7 @@ extensions = [
         f"i2v_stream.{pyx.stem}",
         [str(pyx.relative_to(HERE))],
         include_dirs=[numpy.get_include()],
+        depends=[str(h.relative_to(HERE)) for h in pyx.parent.glob("*.h")],
         extra_compile_args=["-O3", "-ffast-math", "-fno-finite-math-only"]
         + (["-march=native"] if NATIVE else []),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

@@ -51,18 +51,36 @@ static inline double next_uniform(uint64_t *state) {
     return (next_random(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/* Sixteen independent partial sums: without -ffast-math the compiler may not reorder a
- * float reduction, and a single running sum would serialise on the add latency. With
- * sixteen lanes it vectorises under plain -O3 -march=native. */
+/* Four independent accumulators of eight floats (GCC/clang vector extensions, which
+ * need no -ffast-math to keep them apart): a single running sum would serialise on
+ * the multiply-add latency. The same dot as the kernel's (cython_src/.../vecmath.h). */
+typedef float v8sf __attribute__((vector_size(32), aligned(4), may_alias));
+
 static inline float loop_dot(int n, const float *x, const float *y) {
-    float partial[16] = {0.0f};
+    v8sf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int d = 0;
-    for (; d + 16 <= n; d += 16)
-        for (int k = 0; k < 16; k++) partial[k] += x[d + k] * y[d + k];
+    for (; d + 32 <= n; d += 32) {
+        a0 += *(const v8sf *)(x + d) * *(const v8sf *)(y + d);
+        a1 += *(const v8sf *)(x + d + 8) * *(const v8sf *)(y + d + 8);
+        a2 += *(const v8sf *)(x + d + 16) * *(const v8sf *)(y + d + 16);
+        a3 += *(const v8sf *)(x + d + 24) * *(const v8sf *)(y + d + 24);
+    }
+    for (; d + 8 <= n; d += 8) a0 += *(const v8sf *)(x + d) * *(const v8sf *)(y + d);
+    a0 = (a0 + a1) + (a2 + a3);
     float total = 0.0f;
+    for (int k = 0; k < 8; k++) total += a0[k];
     for (; d < n; d++) total += x[d] * y[d];
-    for (int k = 0; k < 16; k++) total += partial[k];
     return total;
+}
+
+/* gradient += g * item_row, then item_row += g * user_row, in one pass. */
+static inline void loop_context_step(int n, float g, const float *user_row, float *item_row,
+                                     float *gradient) {
+    for (int d = 0; d < n; d++) {
+        float c = item_row[d];
+        gradient[d] += g * c;
+        item_row[d] = c + g * user_row[d];
+    }
 }
 
 static inline void loop_axpy(int n, float a, const float *x, float *y) {
@@ -195,8 +213,7 @@ static inline void train(int use_blas, int sampler_kind, Sampler *sampler, uint6
                 blas_saxpy(dim, g, item_row, 1, gradient, 1);
                 blas_saxpy(dim, g, user_row, 1, item_row, 1);
             } else {
-                loop_axpy(dim, g, item_row, gradient);
-                loop_axpy(dim, g, user_row, item_row);
+                loop_context_step(dim, g, user_row, item_row, gradient);
             }
         }
 

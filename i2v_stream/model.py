@@ -40,6 +40,7 @@ import os
 import sys
 import operator
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import compress, repeat
 from pathlib import Path
@@ -675,19 +676,22 @@ class Interact2Vec:
         total_steps = epochs * n_events
         lr_step = (self.learning_rate - self.min_learning_rate) / max(total_steps, 1)
         bar = _progress_bar(total_steps, progress)
+        team = _Team(workers) if workers > 1 else None
         loss_total = 0.0
         try:
             for epoch in range(epochs):
                 cursor = start_cursor.copy()
                 epoch_seed = _mix(self.seed, 1000 + epoch)
                 loss, pairs = self._fit_epoch(user_rows, item_rows, cursor, epoch_seed,
-                                              epoch * n_events, lr_step, workers)
+                                              epoch * n_events, lr_step, team)
                 loss_total = loss / pairs if pairs else float("nan")
                 logger.debug("fit epoch=%d loss=%.5f", epoch + 1, loss_total)
                 if bar is not None:
                     bar.update(n_events)
                     bar.set_postfix(loss=f"{loss_total:.4f}")
         finally:
+            if team is not None:
+                team.close()
             if bar is not None:
                 bar.close()
         if workers > 1 and not self.window:
@@ -699,17 +703,17 @@ class Interact2Vec:
                     n_events, epochs, self.n_users, self.n_items, loss_total)
         return self
 
-    def _fit_epoch(self, user_rows, item_rows, cursor, seed, step_offset, lr_step, workers):
+    def _fit_epoch(self, user_rows, item_rows, cursor, seed, step_offset, lr_step, team):
         n_events = len(user_rows)
-        if workers == 1:
+        if team is None:
             return self._fit_slice(user_rows, item_rows, 0, n_events, cursor, seed,
                                    step_offset, lr_step)[:2]
         table_bytes = (self.n_users + self.n_items * (2 if self.window else 1)) * self.dim * 4
         if table_bytes <= MERGED_TABLE_BYTES:
             return self._fit_epoch_merged(user_rows, item_rows, cursor, seed, step_offset,
-                                          lr_step, workers)
+                                          lr_step, team)
         return self._fit_epoch_hogwild(user_rows, item_rows, cursor, seed, step_offset,
-                                       lr_step, workers)
+                                       lr_step, team)
 
     def _fit_slice(self, user_rows, item_rows, lo, hi, cursor, seed, step_offset, lr_step,
                    tables=None):
@@ -757,13 +761,13 @@ class Interact2Vec:
             self._item_dirty[:n_items] |= item_dirty
 
     def _fit_epoch_hogwild(self, user_rows, item_rows, cursor, seed, step_offset, lr_step,
-                           workers):
+                           team):
         # Threads on disjoint slices of the epoch share the vector tables,
         # lock-free; each keeps its own cursor, rings and dirty flags.
-        bounds = np.linspace(0, len(user_rows), workers + 1).astype(np.int64)
+        bounds = np.linspace(0, len(user_rows), team.workers + 1).astype(np.int64)
         books = self._thread_bookkeeping(user_rows, item_rows, bounds, cursor)
         item_inputs = self._item_input_table if self.window else None
-        results = _run_threads(workers, lambda k: self._fit_slice(
+        results = team.run(lambda k: self._fit_slice(
             user_rows, item_rows, int(bounds[k]), int(bounds[k + 1]), books[k][0], seed,
             step_offset, lr_step,
             tables=(self._user_table, self._item_table, item_inputs, *books[k][1:])))
@@ -771,38 +775,57 @@ class Interact2Vec:
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
     def _fit_epoch_merged(self, user_rows, item_rows, cursor, seed, step_offset, lr_step,
-                          workers):
+                          team):
         # Rounds of MERGED_ROUND_EVENTS: each thread trains its slice of the
         # round on private copies of the tables, then the tables take the sum
         # of the threads' changes. No row is written by two threads, so a
         # small catalogue (whose hot item rows lock-free threads would fight
         # over) scales, and the result depends only on the number of workers.
-        n_users, n_items = self.n_users, self.n_items
+        # Each thread fills its own copies and merges a share of the rows, so
+        # the rows it trains on are in its own core's cache.
+        n_users, n_items, workers = self.n_users, self.n_items, team.workers
         shared = [self._user_table[:n_users], self._item_table[:n_items]]
         if self.window:
             shared.append(self._item_input_table[:n_items])
+        private = team.scratch.get("private")
+        if private is None or [t.shape for t in private[0]] != [t.shape for t in shared]:
+            private = team.scratch["private"] = [
+                [np.empty_like(table) for table in shared] for _ in range(workers)]
+        shares = [np.linspace(0, len(table), workers + 1).astype(np.int64) for table in shared]
         loss_sum, pairs_sum = 0.0, 0
         for start in range(0, len(user_rows), MERGED_ROUND_EVENTS):
             stop = min(len(user_rows), start + MERGED_ROUND_EVENTS)
             bounds = np.linspace(start, stop, workers + 1).astype(np.int64)
-            private = [[table.copy() for table in shared] for _ in range(workers)]
             books = self._thread_bookkeeping(user_rows, item_rows, bounds, cursor)
+            trained = threading.Barrier(workers)
 
             def work(k):
-                users, items = private[k][0], private[k][1]
-                item_inputs = private[k][2] if self.window else None
-                return self._fit_slice(user_rows, item_rows, int(bounds[k]),
-                                       int(bounds[k + 1]), books[k][0], seed, step_offset,
-                                       lr_step, tables=(users, items, item_inputs, *books[k][1:]))
+                try:
+                    for table, copy in zip(shared, private[k]):
+                        np.copyto(copy, table)
+                    users, items = private[k][0], private[k][1]
+                    item_inputs = private[k][2] if self.window else None
+                    result = self._fit_slice(
+                        user_rows, item_rows, int(bounds[k]), int(bounds[k + 1]), books[k][0],
+                        seed, step_offset, lr_step,
+                        tables=(users, items, item_inputs, *books[k][1:]))
+                    trained.wait()
+                except BaseException:
+                    trained.abort()  # the other threads stop waiting too
+                    raise
+                # shared = sum of the copies - (workers - 1) x shared, by row share
+                for index, table in enumerate(shared):
+                    lo, hi = int(shares[index][k]), int(shares[index][k + 1])
+                    rows = table[lo:hi]
+                    rows *= 1 - workers
+                    for copies in private:
+                        rows += copies[index][lo:hi]
+                return result
 
-            for loss, pairs in _run_threads(workers, work):
+            for loss, pairs in team.run(work):
                 loss_sum += loss
                 pairs_sum += pairs
             self._end_threaded_slice(books, cursor)
-            for index, table in enumerate(shared):
-                table *= 1 - workers
-                for copies in private:
-                    table += copies[index]
         return loss_sum, pairs_sum
 
     def _rebuild_recent(self, user_rows, item_rows, start_cursor) -> None:
@@ -970,19 +993,21 @@ class Interact2Vec:
 # Helpers
 
 
-def _run_threads(workers: int, work) -> list:
-    """``[work(0), ..., work(workers - 1)]``, each in its own thread."""
-    results = [None] * workers
+class _Team:
+    """The worker threads of one threaded fit, kept for all its epochs and rounds."""
 
-    def run(k):
-        results[k] = work(k)
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.scratch: dict = {}  # buffers reused from round to round
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="i2v-fit")
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
+    def run(self, work) -> list:
+        """``[work(0), ..., work(workers - 1)]``, all at once, one per thread."""
+        futures = [self._pool.submit(work, k) for k in range(self.workers)]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -134,14 +134,14 @@ cdef inline double log_sigmoid(double x, int exact) noexcept nogil:
 # At small dims (around 100) a BLAS call costs about as much in dispatch as in
 # arithmetic; benchmarks/bench_kernel.py measures both.
 
+cdef extern from "vecmath.h" nogil:
+    float i2v_dot(int n, const float *x, const float *y)
+
+
 cdef inline float vdot(int n, const real_t *x, const real_t *y, int use_blas) noexcept nogil:
-    cdef int k
-    cdef float total = 0.0
     if use_blas:
         return sdot(&n, <real_t *>x, &ONE, <real_t *>y, &ONE)
-    for k in range(n):
-        total += x[k] * y[k]
-    return total
+    return i2v_dot(n, x, y)
 
 
 cdef inline void vaxpy(int n, float a, const real_t *x, real_t *y, int use_blas) noexcept nogil:
@@ -168,6 +168,19 @@ cdef inline void vdecay_axpy(int n, float decay, float a, const real_t *x, real_
         return
     for k in range(n):
         y[k] = decay * y[k] + a * x[k]
+
+
+cdef inline void context_step(int n, float decay, float a, const real_t *target,
+                              real_t *context, real_t *work) noexcept nogil:
+    # work += a * context, then context = decay * context + a * target: the
+    # two steps of one context row in one pass over it (the same arithmetic
+    # as vaxpy then vdecay_axpy).
+    cdef int k
+    cdef float c
+    for k in range(n):
+        c = context[k]
+        work[k] += a * c
+        context[k] = decay * c + a * target[k]
 
 
 # ---------------------------------------------------------------------------
@@ -208,8 +221,11 @@ cdef double sgns_pair_update(
         # Gradient of the loss w.r.t. the score, times the learning rate;
         # the target's share waits in work, the context row moves now.
         gradient = <float>((label - sigmoid(score, exact_sigmoid)) * learning_rate)
-        vaxpy(dim, gradient, context, work, use_blas)
-        vdecay_axpy(dim, decay, gradient, target, context, use_blas)
+        if use_blas:
+            vaxpy(dim, gradient, context, work, use_blas)
+            vdecay_axpy(dim, decay, gradient, target, context, use_blas)
+        else:
+            context_step(dim, decay, gradient, target, context, work)
         if item_dirty != NULL:
             item_dirty[row] = 1
 
