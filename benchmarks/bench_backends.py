@@ -5,8 +5,8 @@ sample 1e-3, one thread) with the kernel's two arithmetic paths, alternating
 them within each repeat so that both see the same machine load, and prints
 interactions/s (median of ``--repeats``) and the ratio loops / BLAS.
 
-The loop path only pays off in a native build (``I2V_NATIVE=1``, as ``make``
-builds); ``NATIVE_BUILD`` is printed.
+The loops gain most in a native build (``I2V_NATIVE=1``, as ``make`` builds);
+``NATIVE_BUILD`` is printed.
 
 Usage::
 

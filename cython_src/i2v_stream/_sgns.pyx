@@ -46,9 +46,9 @@ cdef extern from *:
     """
     int I2V_NATIVE
 
-# Built with I2V_NATIVE=1 (-march=native, as `make` does): plain loops, which
-# the compiler then vectorises with the machine's widest instructions, beat
-# BLAS calls at small dims; a portable build keeps the BLAS calls.
+# Built with I2V_NATIVE=1 (-march=native, as `make` does): the loops are then
+# vectorised with the machine's widest instructions. Either way they beat BLAS
+# calls at small dims, and the kernel uses them unless told ``use_blas=True``.
 NATIVE_BUILD = bool(I2V_NATIVE)
 
 DEF MAX_EXP = 6.0
@@ -389,8 +389,9 @@ def train_events(
     repeats : int
         SGD steps per trained event, each with fresh negatives.
     use_blas : bool or None
-        BLAS sdot/saxpy (True) or plain loops (False); None: loops in a native
-        build (``NATIVE_BUILD``), BLAS otherwise.
+        BLAS sdot/saxpy (True) or plain loops (False); None: the loops, which
+        are measured faster at dim 100 in native and portable builds alike
+        (benchmarks/README.md, "Kernel arithmetic").
     seed, first_sequence : int
         Event ``e`` of the batch draws from the stream of
         ``(seed, first_sequence + e)``.
@@ -484,7 +485,7 @@ def train_events(
     b.l2 = l2
     b.exact_sigmoid = exact_sigmoid
     b.repeats = repeats
-    b.use_blas = (not NATIVE_BUILD) if use_blas is None else bool(use_blas)
+    b.use_blas = False if use_blas is None else bool(use_blas)
     b.seed = seed
     b.first_sequence = first_sequence
 
