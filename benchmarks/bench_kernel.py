@@ -46,6 +46,8 @@ HERE = Path(__file__).resolve().parent
 # Run from a checkout without installing: the package is the directory above.
 sys.path.insert(0, str(HERE.parent))
 C_SOURCE = HERE / "plain_sgns.c"
+#: plain_sgns.c includes the kernel's dot product (vecmath.h) from here.
+KERNEL_HEADERS = HERE.parent / "cython_src" / "i2v_stream"
 
 SMALL = (1_000, 1_000)          # users x items: both tables fit in L2
 LARGE = (1_000_000, 1_000_000)  # 800 MB at dim 100: far beyond every cache
@@ -106,7 +108,8 @@ def compile_reference(cc: str, cflags: str, workdir: Path) -> Path:
     if shutil.which(cc) is None:
         raise SystemExit(f"C compiler {cc!r} not found; pass --cc")
     binary = workdir / "plain_sgns"
-    command = [cc, *cflags.split(), "-o", str(binary), str(C_SOURCE), "-ldl", "-lm"]
+    command = [cc, *cflags.split(), "-I", str(KERNEL_HEADERS), "-o", str(binary),
+               str(C_SOURCE), "-ldl", "-lm"]
     subprocess.run(command, check=True)
     return binary
 

@@ -5,8 +5,9 @@
  * a positive pair (user_vectors[u], item_vectors[i]) and `negatives` noise
  * items, plain SGD in word2vec's order (accumulate the gradient of the user
  * row, update each item row as it is visited, then the user row), float32.
- * bench_kernel.py compiles this file at run time with `cc -O3 -march=native`
- * and compares the kernel against it; no binary is committed.
+ * bench_kernel.py compiles this file at run time with `cc -O3 -march=native`,
+ * with the kernel's headers on the include path (the dot product is the
+ * kernel's own), and compares the kernel against it; no binary is committed.
  *
  * Usage:
  *   plain_sgns MATH SAMPLER N_USERS N_ITEMS DIM NEGATIVES N_UPDATES REPEATS SEED
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "vecmath.h"  /* from cython_src/i2v_stream: bench_kernel.py passes -I */
 
 typedef float (*sdot_fn)(int, const float *, int, const float *, int);
 typedef void (*saxpy_fn)(int, float, const float *, int, float *, int);
@@ -51,26 +53,10 @@ static inline double next_uniform(uint64_t *state) {
     return (next_random(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/* Four independent accumulators of eight floats (GCC/clang vector extensions, which
- * need no -ffast-math to keep them apart): a single running sum would serialise on
- * the multiply-add latency. The same dot as the kernel's (cython_src/.../vecmath.h). */
-typedef float v8sf __attribute__((vector_size(32), aligned(4), may_alias));
-
+/* The kernel's own dot product (four independent vector accumulators): the loop
+ * arithmetic is the same on both sides, so the comparison measures the rest. */
 static inline float loop_dot(int n, const float *x, const float *y) {
-    v8sf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int d = 0;
-    for (; d + 32 <= n; d += 32) {
-        a0 += *(const v8sf *)(x + d) * *(const v8sf *)(y + d);
-        a1 += *(const v8sf *)(x + d + 8) * *(const v8sf *)(y + d + 8);
-        a2 += *(const v8sf *)(x + d + 16) * *(const v8sf *)(y + d + 16);
-        a3 += *(const v8sf *)(x + d + 24) * *(const v8sf *)(y + d + 24);
-    }
-    for (; d + 8 <= n; d += 8) a0 += *(const v8sf *)(x + d) * *(const v8sf *)(y + d);
-    a0 = (a0 + a1) + (a2 + a3);
-    float total = 0.0f;
-    for (int k = 0; k < 8; k++) total += a0[k];
-    for (; d < n; d++) total += x[d] * y[d];
-    return total;
+    return i2v_dot(n, x, y);
 }
 
 /* gradient += g * item_row, then item_row += g * user_row, in one pass. */
