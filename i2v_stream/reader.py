@@ -69,8 +69,8 @@ __all__ = ["StoreReader", "UnknownIdError"]
 
 
 # Below this many items one matrix-vector product is cheap enough on its own;
-# a portable build (no vector instructions for the byte dot) never uses it.
-QUANTIZED_MIN_ITEMS = 20_000 if _topn.NATIVE_BUILD else sys.maxsize
+# without fast byte dot products (see _topn.FAST_INT8) it is never used.
+QUANTIZED_MIN_ITEMS = 20_000 if _topn.FAST_INT8 else sys.maxsize
 
 
 class QuantizedItems:
@@ -96,11 +96,12 @@ class QuantizedItems:
             self.norms_l1 = _extended(self.norms_l1, capacity)
         _topn.set_rows(self.codes, self.scales, self.norms_l1, rows, vectors)
 
-    def candidates(self, n_rows: int, query: np.ndarray, prior, k: int) -> np.ndarray:
-        """Rows among the first ``n_rows`` that may be in the top ``k``."""
+    def candidates(self, n_rows: int, query: np.ndarray, prior, k: int,
+                   exclude=None) -> np.ndarray:
+        """Rows among the first ``n_rows``, ``exclude`` left out, that may be in the top ``k``."""
         return _topn.candidates(self.codes[:n_rows], self.scales[:n_rows],
                                 self.norms_l1[:n_rows], query,
-                                None if prior is None else prior[:n_rows], k)
+                                None if prior is None else prior[:n_rows], k, exclude)
 
 
 def _extended(array: np.ndarray, capacity: int) -> np.ndarray:
@@ -135,7 +136,9 @@ class StoreReader:
         self._view = StoreView.open_secondary(path, secondary_path)
         # rows of the scoring matrix: unit item vectors (cosine) or the vectors (dot)
         self._items = np.zeros((0, 0), dtype=np.float32)
-        self._quantized = QuantizedItems(self._items)
+        # the int8 copy, built by the first query that uses it (never where
+        # QUANTIZED_MIN_ITEMS is not reached) and then kept in step
+        self._quantized: QuantizedItems | None = None
         self._item_ids: list = []
         self._n_items = 0
         self._commit_seq = -1
@@ -201,7 +204,8 @@ class StoreReader:
             if len(rows):
                 records = self._view.read_item_rows(rows)
                 self._items[rows] = self._scoring_rows(records["vector"])
-                self._quantized.update(rows, self._items[rows])
+                if self._quantized is not None:
+                    self._quantized.update(rows, self._items[rows])
                 if self._prior is not None:
                     self._prior[rows] = self._prior_of(records["count"])
             self._n_items, self._commit_seq = n_items, new_seq
@@ -233,7 +237,7 @@ class StoreReader:
         self._commit_seq = view.commit_seq
         if not view.initialised:
             self._items = np.zeros((0, 0), dtype=np.float32)
-            self._quantized = QuantizedItems(self._items)
+            self._quantized = None
             self._item_ids, self._n_items = [], 0
             return
         params = view.metadata().get("params", {})
@@ -242,7 +246,7 @@ class StoreReader:
         self._popularity_prior = float(params.get("popularity_prior", 0.0))
         records = view.read_items()
         self._items = self._scoring_rows(records["vector"])
-        self._quantized = QuantizedItems(self._items)
+        self._quantized = None
         self._prior = self._prior_of(records["count"]) if self._popularity_prior else None
         self._item_ids = view.read_item_ids()
         self._n_items = len(self._item_ids)
@@ -350,14 +354,13 @@ class StoreReader:
     def _top_quantized(self, vector: np.ndarray, n: int, exclude,
                        prior: bool) -> list[tuple[Any, float]]:
         # The same answer as _top(_scores(...)): the int8 pass keeps every row
-        # that can reach the top n + len(exclude), those are rescored exactly.
+        # not excluded that can reach the top n, and those are rescored exactly.
         if self._cosine:
             vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
         prior_rows = self._prior if prior else None
-        n_exclude = 0 if exclude is None else len(exclude)
-        rows = self._quantized.candidates(self._n_items, vector, prior_rows, n + n_exclude)
-        if n_exclude:
-            rows = rows[~np.isin(rows, exclude)]
+        if self._quantized is None:
+            self._quantized = QuantizedItems(self._items[:self._n_items])
+        rows = self._quantized.candidates(self._n_items, vector, prior_rows, n, exclude)
         scores = self._items[rows] @ vector
         if prior_rows is not None:
             scores += prior_rows[rows]

@@ -27,6 +27,29 @@ def test_candidates_always_contain_the_exact_top_k(dim, with_prior):
             assert len(found) < len(items)
 
 
+def test_excluded_rows_are_never_candidates_and_free_their_places():
+    rng = np.random.default_rng(11)
+    items = rng.normal(size=(20_000, 40)).astype(np.float32)
+    prior = rng.normal(size=20_000).astype(np.float32)
+    codes, scales, l1 = _topn.quantize_rows(items)
+    for _ in range(20):
+        query = rng.normal(size=40).astype(np.float32)
+        scores = items @ query + prior
+        # the best rows excluded, plus some of every chunk of 1,024 rows
+        exclude = np.concatenate([np.argsort(-scores)[:15],
+                                  rng.choice(20_000, 300, replace=False)])
+        found = _topn.candidates(codes, scales, l1, query, prior, 10, exclude)
+        assert not set(found.tolist()) & set(exclude.tolist())
+        allowed = np.setdiff1d(np.arange(20_000), exclude)
+        best = allowed[np.argsort(-scores[allowed], kind="stable")[:10]]
+        assert set(best.tolist()) <= set(found.tolist())
+        assert len(found) < 1000
+    # k past the rows left: every row not excluded
+    small = _topn.quantize_rows(items[:5])
+    found = _topn.candidates(*small, query[:40], None, 10, np.array([1, 3]))
+    assert found.tolist() == [0, 2, 4]
+
+
 def test_quantisation_error_is_within_half_a_step():
     rng = np.random.default_rng(1)
     items = rng.normal(size=(100, 30)).astype(np.float32)

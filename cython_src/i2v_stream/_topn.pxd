@@ -10,5 +10,6 @@ from libc.stdint cimport int8_t, int64_t, uint8_t
 cdef int64_t bounded_candidates(
     const uint8_t *codes, const float *scales, const float *norms_l1, const float *prior,
     int64_t n_rows, int dim, const int8_t *query_codes, float query_scale,
-    float query_codes_l1, int64_t k, float *upper, int64_t *out,
+    float query_codes_l1, int64_t k, const int64_t *exclude, int64_t n_exclude,
+    float *upper, int64_t *out,
 ) noexcept nogil

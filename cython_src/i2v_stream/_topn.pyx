@@ -22,26 +22,26 @@ is exact, not approximate.
 import numpy as np
 
 cimport numpy as cnp
-from libc.math cimport fabs
+from libc.math cimport INFINITY, fabs
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 
 cnp.import_array()
 
-cdef extern from *:
-    """
-    #ifndef I2V_NATIVE
-    #define I2V_NATIVE 0
-    #endif
-    """
+cdef extern from "topn_simd.h" nogil:
     int I2V_NATIVE
+    void i2v_code_dots(const uint8_t *codes, int64_t n_rows, int width,
+                       const int8_t *query, int32_t *out)
+    int i2v_fast_int8()
 
-# The byte dot product below is fast only where the compiler may use the
-# machine's vector instructions (a native build, I2V_NATIVE=1); elsewhere one
-# BLAS matrix-vector product in float32 is faster, and the reader uses that.
 NATIVE_BUILD = bool(I2V_NATIVE)
+# The byte dot product beats one BLAS float32 matrix-vector product only with
+# the CPU's byte multiply-adds (VNNI on x86-64, in native and portable builds
+# alike: topn_simd.h); elsewhere the reader uses the float32 product.
+FAST_INT8 = bool(i2v_fast_int8())
 
 DEF PAD = 64
+DEF CHUNK_ROWS = 1024
 
 
 cdef inline void sift_down(float *heap, int64_t size, int64_t start) noexcept nogil:
@@ -64,55 +64,70 @@ cdef inline void sift_down(float *heap, int64_t size, int64_t start) noexcept no
 cdef int64_t bounded_candidates(
     const uint8_t *codes, const float *scales, const float *norms_l1, const float *prior,
     int64_t n_rows, int width, const int8_t *query_codes, float query_scale,
-    float query_codes_l1, int64_t k, float *upper, int64_t *out,
+    float query_codes_l1, int64_t k, const int64_t *exclude, int64_t n_exclude,
+    float *upper, int64_t *out,
 ) noexcept nogil:
-    """Write the candidate rows to ``out`` and return how many there are."""
-    cdef int64_t row, size = 0, n_out = 0
-    cdef int d
-    cdef int32_t total, offset = 0
-    cdef float approx, error, lower, floor
+    """Write the candidate rows to ``out`` and return how many there are.
+
+    ``exclude`` (ascending) rows are never candidates and take no place among
+    the ``k`` best.
+    """
+    cdef int64_t row, start, size = 0, n_out = 0, e = 0
+    cdef int d, j, m
+    cdef int32_t offset = 0
+    cdef float approx, error, floor
+    cdef float scale_q = query_scale, half_q = <float>0.5 * query_scale
+    cdef float slack = <float>1.0001, tiny = <float>1e-30
     cdef float *heap = <float *>malloc(k * sizeof(float))
-    cdef const uint8_t *code
+    cdef int32_t totals[CHUNK_ROWS]
+    cdef float lower[CHUNK_ROWS]
     if heap == NULL:
         return -1
 
     # Codes are stored shifted by +128 (unsigned): an unsigned x signed byte
-    # dot product is what CPUs with VNNI do in one instruction per 64 bytes,
-    # and compilers emit it for this loop; the shift is undone with the sum
-    # of the query codes.
+    # dot product is what CPUs with VNNI do in one instruction per 64 bytes
+    # (i2v_code_dots, topn_simd.h); the shift is undone with the sum of the
+    # query codes.
     for d in range(width):
         offset += 128 * query_codes[d]
 
-    # Step 1: approximate scores, upper bounds, and the k best lower bounds.
-    for row in range(n_rows):
-        code = codes + row * width
-        total = 0
-        for d in range(width):
-            total += <int32_t>code[d] * <int32_t>query_codes[d]
-        approx = scales[row] * query_scale * <float>(total - offset)
-        if prior != NULL:
-            approx = approx + prior[row]
-        # |v.u - approx| <= |v.(u - sq cq)| + |(v - s c).sq cq|
-        error = 0.5 * query_scale * (norms_l1[row] + scales[row] * query_codes_l1)
-        error = error * 1.0001 + 1e-30
-        upper[row] = approx + error
-        lower = approx - error
-        if size < k:
-            heap[size] = lower
-            size += 1
-            if size == k:
-                for d in range(<int>(k // 2), -1, -1):
-                    sift_down(heap, k, d)
-        elif lower > heap[0]:
-            heap[0] = lower
-            sift_down(heap, k, 0)
+    # Step 1, a chunk of rows at a time: integer dots, then approximate scores
+    # and bounds (a loop without branches, which the compiler vectorises),
+    # then the k best lower bounds.
+    for start in range(0, n_rows, CHUNK_ROWS):
+        m = <int>min(<int64_t>CHUNK_ROWS, n_rows - start)
+        i2v_code_dots(codes + start * width, m, width, query_codes, totals)
+        for j in range(m):
+            row = start + j
+            approx = scales[row] * scale_q * <float>(totals[j] - offset)
+            if prior != NULL:  # loop-invariant: the compiler makes two loops
+                approx = approx + prior[row]
+            # |v.u - approx| <= |v.(u - sq cq)| + |(v - s c).sq cq|
+            error = half_q * (norms_l1[row] + scales[row] * query_codes_l1) * slack + tiny
+            upper[row] = approx + error
+            lower[j] = approx - error
+        while e < n_exclude and exclude[e] < start + m:
+            if exclude[e] >= start:
+                upper[exclude[e]] = -INFINITY
+                lower[exclude[e] - start] = -INFINITY
+            e += 1
+        for j in range(m):
+            if size < k:
+                heap[size] = lower[j]
+                size += 1
+                if size == k:
+                    for d in range(<int>(k // 2), -1, -1):
+                        sift_down(heap, k, d)
+            elif lower[j] > heap[0]:
+                heap[0] = lower[j]
+                sift_down(heap, k, 0)
 
     # Step 2: every row that could still reach the floor.
     floor = -3.4e38
     if size == k:
         floor = heap[0]
     for row in range(n_rows):
-        if upper[row] >= floor:
+        if upper[row] >= floor and upper[row] > -INFINITY:
             out[n_out] = row
             n_out += 1
     free(heap)
@@ -139,7 +154,7 @@ def quantize_rows(rows):
     return codes, scales, np.abs(rows).sum(axis=1).astype(np.float32)
 
 
-def candidates(codes, scales, norms_l1, query, prior, long long k):
+def candidates(codes, scales, norms_l1, query, prior, long long k, exclude=None):
     """Rows that may belong to the top ``k`` by ``rows @ query + prior``.
 
     Parameters
@@ -150,6 +165,8 @@ def candidates(codes, scales, norms_l1, query, prior, long long k):
         Added to every score.
     k : int
         How many best rows must be among the candidates (>= 1).
+    exclude : int array or None
+        Rows that are never candidates and do not count among the ``k`` best.
 
     Returns
     -------
@@ -176,8 +193,11 @@ def candidates(codes, scales, norms_l1, query, prior, long long k):
         prior_ptr = <const float *>p.data
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    cdef cnp.ndarray ex = np.unique(np.asarray([] if exclude is None else exclude,
+                                               dtype=np.int64))
+    cdef int64_t n_exclude = ex.shape[0]
     if k >= n_rows:
-        return np.arange(n_rows, dtype=np.int64)
+        return np.setdiff1d(np.arange(n_rows, dtype=np.int64), ex)
 
     # The query is quantised like a row, into the same padded width.
     peak = float(np.abs(query).max()) if query.size else 0.0
@@ -192,7 +212,7 @@ def candidates(codes, scales, norms_l1, query, prior, long long k):
         n_out = bounded_candidates(
             <const uint8_t *>c.data, <const float *>s.data, <const float *>l1.data, prior_ptr,
             n_rows, width, <const int8_t *>q.data, query_scale, q_l1, k,
-            <float *>upper.data, <int64_t *>out.data)
+            <const int64_t *>ex.data, n_exclude, <float *>upper.data, <int64_t *>out.data)
     if n_out < 0:
         raise MemoryError()
     return out[:n_out]
