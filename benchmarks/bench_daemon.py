@@ -15,14 +15,21 @@ Measured in one run, against the embedded Tansu broker:
 Each figure is the median of ``--repeats`` runs (default 3). The pipeline's
 clock starts after its first batch, so the group join is not counted.
 
+kafka-python checks the CRC-32C of every record batch. With the ``crc32c`` C
+extension installed (a dependency of the project) that check is cheap; without
+it kafka-python falls back to a pure-Python CRC, which dominates its consume
+rate. ``--crc both`` (the default) measures the end-to-end figures both ways in
+the same run, switching kafka-python's CRC function in process.
+
 Usage::
 
-    .venv/bin/python benchmarks/bench_daemon.py [--events 100000] [--dim 100]
+    .venv/bin/python benchmarks/bench_daemon.py [--events 400000] [--dim 100] [--crc both]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import random
@@ -32,7 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import kafka.record.default_records as kafka_records
+import kafka.record.util as kafka_record_util
 from kafka import KafkaProducer
+from kafka.record._crc32c import crc as python_crc32c
 
 from i2v_stream.broker import EmbeddedBroker
 from i2v_stream.model import Interact2Vec
@@ -120,16 +130,34 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+#: kafka-python's record-batch CRC function: as installed (the C extension when
+#: ``crc32c`` is importable) or its pure-Python fallback.
+CRC_FUNCTIONS = {
+    "c": kafka_records.calc_crc32c,
+    "python": functools.partial(kafka_record_util.calc_crc32c, _crc32c=python_crc32c),
+}
+
+
+def use_crc(kind: str) -> None:
+    if kind == "c" and kafka_record_util.crc32c_c is None:
+        raise SystemExit("--crc c needs the crc32c package (pip install crc32c)")
+    kafka_records.calc_crc32c = CRC_FUNCTIONS[kind]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=400_000)
     parser.add_argument("--dim", type=int, default=100)
-    parser.add_argument("--batch", type=int, nargs="+", default=[20_000, 5_000],
+    parser.add_argument("--batch", type=int, nargs="+", default=[50_000, 5_000],
                         help="max events per micro-batch (one row of figures each)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["single", "batched"], default=None,
                         help="run only one end-to-end figure (for profiling)")
+    parser.add_argument("--crc", choices=["both", "c", "python"], default="both",
+                        help="kafka-python's CRC: the C extension, its pure-Python "
+                             "fallback, or both in turn (default)")
     args = parser.parse_args(argv)
+    crcs = ["c", "python"] if args.crc == "both" else [args.crc]
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
@@ -145,44 +173,54 @@ def main(argv: list[str] | None = None) -> int:
               f"repeats={args.repeats}; produce {produce_rate:,.0f} msg/s", flush=True)
 
         if args.only is not None:
+            use_crc(crcs[0])
             topic = args.only
             batch = args.batch[0] if topic == "single" else max(1, args.batch[0] // 100)
             rate = run_pipeline(broker.bootstrap, topic, args.events, args.dim, batch)
             print(f"daemon {topic}: {rate['rate']:,.0f} events/s")
             return 0
 
-        raw: list[float] = []
-        e2e = {b: [] for b in args.batch}
-        e2e_batched = {b: [] for b in args.batch}
+        raw = {crc: [] for crc in crcs}
+        e2e = {(crc, b): [] for crc in crcs for b in args.batch}
+        e2e_batched = {(crc, b): [] for crc in crcs for b in args.batch}
         for _ in range(args.repeats):
-            count, seconds = measure_raw_consume(broker.bootstrap, "single", len(single))
-            raw.append(count / seconds)
-            for b in args.batch:
-                e2e[b].append(run_pipeline(broker.bootstrap, "single", args.events, args.dim,
-                                           b)["rate"])
-                # the source bounds a poll by messages: ask for as many events as above
-                e2e_batched[b].append(run_pipeline(broker.bootstrap, "batched", args.events,
-                                                   args.dim, max(1, b // 100))["rate"])
+            for crc in crcs:
+                use_crc(crc)
+                count, seconds = measure_raw_consume(broker.bootstrap, "single", len(single))
+                raw[crc].append(count / seconds)
+                for b in args.batch:
+                    e2e[crc, b].append(run_pipeline(broker.bootstrap, "single", args.events,
+                                                    args.dim, b)["rate"])
+                    # the source bounds a poll by messages: ask for as many events as above
+                    e2e_batched[crc, b].append(run_pipeline(
+                        broker.bootstrap, "batched", args.events, args.dim,
+                        max(1, b // 100))["rate"])
+        use_crc(crcs[0])
         parts = {b: [part_rates(single, args.dim, b) for _ in range(args.repeats)]
                  for b in args.batch}
 
-    raw_rate = median(raw)
-    print(f"{'what':48s} {'median':>12s} {'vs raw':>7s}")
-    print(f"{'raw kafka-python consume (msg/s)':48s} {raw_rate:12,.0f} {'100%':>7s}")
+    for crc in crcs:
+        raw_rate = median(raw[crc])
+        label = {"c": "C extension", "python": "pure Python"}[crc]
+        print(f"\nkafka-python CRC: {label}")
+        print(f"{'what':48s} {'median':>12s} {'vs raw':>7s}")
+        print(f"{'raw kafka-python consume (msg/s)':48s} {raw_rate:12,.0f} {'100%':>7s}")
+        for b in args.batch:
+            rows = [
+                (f"daemon, 1 event/msg, batch {b} (events/s)", median(e2e[crc, b])),
+                (f"daemon, 100 events/msg, batch {b} (events/s)", median(e2e_batched[crc, b])),
+            ]
+            for name, value in rows:
+                print(f"{name:48s} {value:12,.0f} {value / raw_rate:7.0%}")
+        print("runs: raw=" + ",".join(f"{r:,.0f}" for r in raw[crc]))
+        for b in args.batch:
+            print(f"runs batch {b}: single=" + ",".join(f"{r:,.0f}" for r in e2e[crc, b])
+                  + " batched=" + ",".join(f"{r:,.0f}" for r in e2e_batched[crc, b]))
+    print("\nthe parts alone (no Kafka)")
     for b in args.batch:
-        rows = [
-            (f"daemon, 1 event/msg, batch {b} (events/s)", median(e2e[b])),
-            (f"daemon, 100 events/msg, batch {b} (events/s)", median(e2e_batched[b])),
-        ]
-        for name, value in rows:
-            print(f"{name:48s} {value:12,.0f} {value / raw_rate:7.0%}")
         for part in ("decode", "learn_many", "commit"):
             value = median([p[part] for p in parts[b]])
             print(f"{f'  {part} alone, batch {b} (events/s)':48s} {value:12,.0f}")
-    print("runs: raw=" + ",".join(f"{r:,.0f}" for r in raw))
-    for b in args.batch:
-        print(f"runs batch {b}: single=" + ",".join(f"{r:,.0f}" for r in e2e[b])
-              + " batched=" + ",".join(f"{r:,.0f}" for r in e2e_batched[b]))
     return 0
 
 

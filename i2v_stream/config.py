@@ -228,7 +228,7 @@ class DaemonConfig:
     request_timeout_ms: int = _opt(30_000, _int(1), "Kafka request timeout", "source")
 
     # the loop
-    max_batch_events: int = _opt(20_000, _int(1), "events per micro-batch, at most", "loop")
+    max_batch_events: int = _opt(50_000, _int(1), "events per micro-batch, at most", "loop")
     max_batch_seconds: float = _opt(0.5, _float(0.0, low_open=True),
                                     "seconds to wait for a micro-batch to fill, at most", "loop")
     lag_interval_seconds: float = _opt(5.0, _float(0.0),

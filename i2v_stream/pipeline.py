@@ -159,7 +159,7 @@ class Pipeline:
         store: Any,
         metrics: Any = None,
         snapshots: Any = None,
-        max_batch_events: int = 20_000,
+        max_batch_events: int = 50_000,
         max_batch_seconds: float = 0.5,
         lag_interval_s: float = 5.0,
         commit_retries: int = 3,

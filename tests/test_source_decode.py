@@ -216,3 +216,35 @@ def test_valid_csv_events_round_trip(events):
         return  # auto-detected as JSON: not a CSV message
     assert rejection is None, rejection
     assert decoded == [Event(u, i, t) for u, i, t in events]
+
+
+TRICKY_MESSAGES = [
+    b'{"user": "u", "item": "i", "ts": 5}',
+    b'  {"user": 1, "item": 2}  ',
+    b'{"user": "u", "item": "i", "ts": NaN}',           # the standard library's NaN
+    b'{"user": "u", "item": "i", "ts": Infinity}',
+    b'{"user": 123456789012345678901234567890, "item": "i"}',  # past 64 bits
+    b'{"user": "\\ud800", "item": "i"}',                 # a lone surrogate
+    b'{"user": "caf\\u00e9", "item": "i"}',              # non-ASCII id
+    b'{"user": "u", "item": "i"} trailing',
+    b'{"user": "u", "item": "i"',
+    b'\xff\xfe{"user": "u"}',
+    b'[{"user": "u", "item": "i"}, {"user": "v", "item": 7, "ts": 1.5}]',
+    b'{"user": "u", "item": "i", "user": "w"}',          # a repeated key: the last wins
+    b'{"user": true, "item": "i"}',
+    b'{"user": "u", "item": "i", "ts": "noon"}',
+    b"[" * 5000 + b"]" * 5000,                            # nesting past both parsers' limits
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_MESSAGES)
+def test_compiled_json_parser_gives_the_standard_librarys_answers(value, monkeypatch):
+    from i2v_stream.source import decode as decode_module
+
+    fast = Decoder().decode(value)
+    monkeypatch.setattr(decode_module, "_fast_loads", None)
+    standard = Decoder().decode(value)
+    assert fast[0] == standard[0]
+    assert (fast[1] is None) == (standard[1] is None)
+    if fast[1] is not None:
+        assert fast[1].reason == standard[1].reason
