@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Editable install with the test extra; re-run when the build inputs change.
-$(STAMP): $(BIN)/python setup.py pyproject.toml $(wildcard cython_src/i2v_stream/*.pyx cython_src/i2v_stream/*.pxd)
+$(STAMP): $(BIN)/python setup.py pyproject.toml $(wildcard cython_src/i2v_stream/*.pyx cython_src/i2v_stream/*.pxd cython_src/i2v_stream/*.h)
 	$(BIN)/python -m pip install --quiet "setuptools>=68" wheel "Cython>=3.0" "numpy>=1.26" "scipy>=1.11"
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[test]"
 	touch $(STAMP)
