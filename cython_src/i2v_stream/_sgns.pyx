@@ -144,15 +144,6 @@ cdef inline float vdot(int n, const real_t *x, const real_t *y, int use_blas) no
     return i2v_dot(n, x, y)
 
 
-cdef inline void vaxpy(int n, float a, const real_t *x, real_t *y, int use_blas) noexcept nogil:
-    cdef int k
-    if use_blas:
-        saxpy(&n, &a, <real_t *>x, &ONE, y, &ONE)
-        return
-    for k in range(n):
-        y[k] += a * x[k]
-
-
 cdef inline void vdecay_axpy(int n, float decay, float a, const real_t *x, real_t *y,
                              int use_blas) noexcept nogil:
     # y = decay * y + a * x: weight decay and the step in one pass over y.
@@ -171,16 +162,27 @@ cdef inline void vdecay_axpy(int n, float decay, float a, const real_t *x, real_
 
 
 cdef inline void context_step(int n, float decay, float a, const real_t *target,
-                              real_t *context, real_t *work) noexcept nogil:
-    # work += a * context, then context = decay * context + a * target: the
-    # two steps of one context row in one pass over it (the same arithmetic
-    # as vaxpy then vdecay_axpy).
+                              real_t *context, real_t *work, int use_blas) noexcept nogil:
+    # work += a * context, then context = decay * context + a * target; the
+    # loops do both in one pass over the context row.
     cdef int k
     cdef float c
+    if use_blas:
+        saxpy(&n, &a, <real_t *>context, &ONE, work, &ONE)
+        vdecay_axpy(n, decay, a, target, context, use_blas)
+        return
     for k in range(n):
         c = context[k]
         work[k] += a * c
         context[k] = decay * c + a * target[k]
+
+
+cdef inline void push_history(int32_t *recent_items, int64_t *user_cursor, int history_size,
+                              int32_t user, int32_t item) noexcept nogil:
+    # The event enters its user's ring of recent items; the cursor counts it.
+    if history_size > 0:
+        recent_items[<int64_t>user * history_size + user_cursor[user] % history_size] = item
+    user_cursor[user] += 1
 
 
 # ---------------------------------------------------------------------------
@@ -221,11 +223,7 @@ cdef double sgns_pair_update(
         # Gradient of the loss w.r.t. the score, times the learning rate;
         # the target's share waits in work, the context row moves now.
         gradient = <float>((label - sigmoid(score, exact_sigmoid)) * learning_rate)
-        if use_blas:
-            vaxpy(dim, gradient, context, work, use_blas)
-            vdecay_axpy(dim, decay, gradient, target, context, use_blas)
-        else:
-            context_step(dim, decay, gradient, target, context, work)
+        context_step(dim, decay, gradient, target, context, work, use_blas)
         if item_dirty != NULL:
             item_dirty[row] = 1
 
@@ -327,10 +325,7 @@ cdef void train_batch(TrainBatch *b, real_t *work) noexcept nogil:
                     b.item_dirty[other] = 1
 
         # The event enters the user's history whether or not it was trained.
-        if b.history_size > 0:
-            slot = b.user_cursor[user] % b.history_size
-            b.recent_items[<int64_t>user * b.history_size + slot] = item
-        b.user_cursor[user] += 1
+        push_history(b.recent_items, b.user_cursor, b.history_size, user, item)
         b.user_dirty[user] = 1
         b.item_dirty[item] = 1
 
@@ -350,6 +345,22 @@ cdef object _check(object array, str name, object dtype, int ndim):
     if not array.flags.writeable:
         raise ValueError(f"{name} must be writeable")
     return array
+
+
+cdef tuple _check_events(object user_rows, object item_rows):
+    ur = _check(user_rows, "user_rows", np.int32, 1)
+    ir = _check(item_rows, "item_rows", np.int32, 1)
+    if ur.shape[0] != ir.shape[0]:
+        raise ValueError(
+            f"user_rows and item_rows must have the same length, got "
+            f"{ur.shape[0]} and {ir.shape[0]}")
+    return ur, ir
+
+
+cdef _check_rows(cnp.ndarray rows, str name, int64_t n_rows):
+    if rows.shape[0] and (rows.min() < 0 or rows.max() >= n_rows):
+        raise ValueError(f"{name} must be in [0, {n_rows}), got [{rows.min()}, "
+                         f"{rows.max()}]")
 
 
 def train_events(
@@ -412,12 +423,7 @@ def train_events(
             f"user_vectors and item_vectors must have the same dim, got "
             f"{uv.shape[1]} and {iv.shape[1]}")
     dim = uv.shape[1]
-    ur = _check(user_rows, "user_rows", np.int32, 1)
-    ir = _check(item_rows, "item_rows", np.int32, 1)
-    if ur.shape[0] != ir.shape[0]:
-        raise ValueError(
-            f"user_rows and item_rows must have the same length, got "
-            f"{ur.shape[0]} and {ir.shape[0]}")
+    ur, ir = _check_events(user_rows, item_rows)
     uc = _check(user_cursor, "user_cursor", np.int64, 1)
     ic = _check(item_counts, "item_counts", np.int64, 1)
     ri = _check(recent_items, "recent_items", np.int32, 2)
@@ -437,13 +443,8 @@ def train_events(
     n_events = ur.shape[0]
     n_users = min(uv.shape[0], uc.shape[0], ri.shape[0], ud.shape[0])
     n_items = min(iv.shape[0], ic.shape[0], idt.shape[0])
-    if n_events:
-        if ur.min() < 0 or ur.max() >= n_users:
-            raise ValueError(f"user_rows must be in [0, {n_users}), got [{ur.min()}, "
-                             f"{ur.max()}]")
-        if ir.min() < 0 or ir.max() >= n_items:
-            raise ValueError(f"item_rows must be in [0, {n_items}), got [{ir.min()}, "
-                             f"{ir.max()}]")
+    _check_rows(ur, "user_rows", n_users)
+    _check_rows(ir, "item_rows", n_items)
     if np_.shape[0] > n_items:
         raise ValueError(f"the noise table covers {np_.shape[0]} rows, more than the "
                          f"{n_items} item rows")
@@ -519,27 +520,20 @@ def advance_history(user_rows, item_rows, user_cursor, recent_items):
     threaded fit uses it to give each thread the rings a sequential pass would
     have at the start of the thread's slice.
     """
-    cdef cnp.ndarray ur = _check(user_rows, "user_rows", np.int32, 1)
-    cdef cnp.ndarray ir = _check(item_rows, "item_rows", np.int32, 1)
+    cdef cnp.ndarray ur, ir
+    ur, ir = _check_events(user_rows, item_rows)
     cdef cnp.ndarray uc = _check(user_cursor, "user_cursor", np.int64, 1)
     cdef cnp.ndarray ri = _check(recent_items, "recent_items", np.int32, 2)
     cdef const int32_t *users = <const int32_t *>ur.data
     cdef const int32_t *items = <const int32_t *>ir.data
     cdef int64_t *cursor = <int64_t *>uc.data
     cdef int32_t *recent = <int32_t *>ri.data
-    cdef int64_t e, n_events = ur.shape[0], history_size = ri.shape[1]
-    cdef int64_t n_users = min(uc.shape[0], ri.shape[0])
-    if ir.shape[0] != n_events:
-        raise ValueError(f"user_rows and item_rows must have the same length, got "
-                         f"{n_events} and {ir.shape[0]}")
-    if n_events and (ur.min() < 0 or ur.max() >= n_users):
-        raise ValueError(f"user_rows must be in [0, {n_users}), got [{ur.min()}, "
-                         f"{ur.max()}]")
+    cdef int64_t e, n_events = ur.shape[0]
+    cdef int history_size = ri.shape[1]
+    _check_rows(ur, "user_rows", min(uc.shape[0], ri.shape[0]))
     with nogil:
         for e in range(n_events):
-            if history_size > 0:
-                recent[users[e] * history_size + cursor[users[e]] % history_size] = items[e]
-            cursor[users[e]] += 1
+            push_history(recent, cursor, history_size, users[e], items[e])
 
 
 def pair_update(target, item_vectors, int positive, negative_rows,
