@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import sys
-import operator
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -738,14 +738,14 @@ class Interact2Vec:
         """
         n_users, n_items = self.n_users, self.n_items
         out = []
-        start_cursor, ring = cursor, self._recent[:n_users]
+        start_cursor = cursor
+        ring = self._recent[:n_users] if self.window else np.empty((n_users, 0), np.int32)
         for k in range(len(bounds) - 1):
-            start_cursor, ring = start_cursor.copy(), ring.copy() if self.window else ring
+            start_cursor, ring = start_cursor.copy(), ring.copy()
             if k and self.window:
                 lo, hi = int(bounds[k - 1]), int(bounds[k])
                 _sgns.advance_history(user_rows[lo:hi], item_rows[lo:hi], start_cursor, ring)
-            out.append((start_cursor,
-                        ring if self.window else np.empty((n_users, 0), dtype=np.int32),
+            out.append((start_cursor, ring,
                         np.zeros(n_users, dtype=np.uint8), np.zeros(n_items, dtype=np.uint8)))
         return out
 
@@ -787,10 +787,10 @@ class Interact2Vec:
         shared = [self._user_table[:n_users], self._item_table[:n_items]]
         if self.window:
             shared.append(self._item_input_table[:n_items])
-        private = team.scratch.get("private")
-        if private is None or [t.shape for t in private[0]] != [t.shape for t in shared]:
-            private = team.scratch["private"] = [
-                [np.empty_like(table) for table in shared] for _ in range(workers)]
+        # The tables keep their shapes for the whole fit: one set of copies.
+        if team.copies is None:
+            team.copies = [[np.empty_like(table) for table in shared] for _ in range(workers)]
+        private = team.copies
         shares = [np.linspace(0, len(table), workers + 1).astype(np.int64) for table in shared]
         loss_sum, pairs_sum = 0.0, 0
         for start in range(0, len(user_rows), MERGED_ROUND_EVENTS):
@@ -998,7 +998,7 @@ class _Team:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.scratch: dict = {}  # buffers reused from round to round
+        self.copies: list | None = None  # each thread's table copies, reused every round
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="i2v-fit")
 
     def run(self, work) -> list:
