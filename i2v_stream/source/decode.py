@@ -316,14 +316,14 @@ class Decoder:
             )
         fmt = self.format
         if _fast_loads is not None and fmt != "csv" and value[:1] == b"{":
-            # The common message, one JSON object with plain fields, in as few
-            # steps as possible; anything else takes the general path below.
+            # The common message, one JSON object, in as few steps as possible;
+            # what orjson refuses takes the general path below.
             try:
                 obj = _fast_loads(value)
             except (_FastJSONError, RecursionError):
                 obj = None
-            if type(obj) is dict and self._append_plain(obj, users, items, timestamps):
-                return None
+            if type(obj) is dict:
+                return self._decode_object(obj, users, items, timestamps)
         if fmt == "auto":
             fmt = "json" if _looks_like_json(value) else "csv"
         if fmt == "json":
@@ -338,22 +338,25 @@ class Decoder:
             return obj
 
         if type(obj) is dict:
-            if self._append_plain(obj, users, items, timestamps):
-                return None
-            rejection = self._check_object(obj, 0)
-            if rejection is not None:
-                return rejection
-            user, item, ts = self._fields(obj)
-            users.append(user)
-            items.append(item)
-            timestamps.append(ts)
-            return None
-
+            return self._decode_object(obj, users, items, timestamps)
         if type(obj) is list:
             return self._decode_json_array(obj, users, items, timestamps)
         return Rejection(
             "schema", f"expected a JSON object or array, got {type(obj).__name__}"
         )
+
+    def _decode_object(self, obj: dict, users, items, timestamps) -> Rejection | None:
+        """One JSON object as one event: the plain fast path, else full checks."""
+        if self._append_plain(obj, users, items, timestamps):
+            return None
+        rejection = self._check_object(obj, 0)
+        if rejection is not None:
+            return rejection
+        user, item, ts = self._fields(obj)
+        users.append(user)
+        items.append(item)
+        timestamps.append(ts)
+        return None
 
     def _append_plain(self, obj: dict, users, items, timestamps) -> bool:
         """Append the event of ``obj`` if it is plain, and say whether it was.
